@@ -1,0 +1,345 @@
+"""The plain Vision Transformer (Dosovitskiy et al. 2021), with the options later papers added.
+
+Read top to bottom: patch embedding -> prefix tokens + position embedding -> blocks -> norm -> pooling -> head.
+One class covers ViT-Ti..H, SimpleViT (sincos2d + GAP, "Better plain ViT baselines"), register tokens
+(Darcet et al. 2024), LayerScale, QK-norm and token dropout, each by a constructor argument.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from .layers import Block, PatchDropout, PatchEmbed, resample_pos_embed, sincos_2d_pos_embed, to_2tuple
+
+POS_EMBED_KINDS = ("learned", "sincos2d", "none")
+POOLING_KINDS = ("cls", "gap")
+WEIGHT_INITS = ("timm", "jax")
+
+
+class VisionTransformer(nn.Module):
+    arch = "vit"
+
+    def __init__(
+        self,
+        img_size: int | Sequence[int] = 224,
+        patch_size: int = 16,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        qk_norm: bool = False,
+        class_token: bool = True,
+        reg_tokens: int = 0,
+        no_embed_class: bool = False,
+        pos_embed: str = "learned",
+        pooling: str = "cls",
+        fc_norm: bool | None = None,
+        pre_norm: bool = False,
+        final_norm: bool = True,
+        init_values: float | None = None,
+        drop_rate: float = 0.0,
+        pos_drop_rate: float = 0.0,
+        proj_drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        token_keep_rate: float = 1.0,
+        dynamic_img_size: bool = False,
+        norm_eps: float = 1e-6,
+        weight_init: str = "timm",
+        zero_head: bool = False,
+    ):
+        """
+        Args not obvious from their names:
+            no_embed_class: prefix tokens (class, registers) get no position embedding (timm's flag of that name).
+            pooling: 'cls' reads the class token, 'gap' averages the patch tokens.
+            fc_norm: norm after pooling instead of before it; None = on for 'gap', as in timm.
+            pre_norm: a LayerNorm after the position embedding (CLIP style).
+            init_values: LayerScale init; None disables LayerScale.
+            drop_rate: dropout before the head.
+            token_keep_rate: fraction of patch tokens kept while training (token dropout); 1.0 = off.
+            dynamic_img_size: accept any multiple of the patch size, resampling the position embedding per call.
+        """
+        super().__init__()
+        self.config: dict[str, Any] = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        self.config["img_size"] = list(to_2tuple(img_size))
+        if pos_embed not in POS_EMBED_KINDS:
+            raise ValueError(f"pos_embed must be one of {POS_EMBED_KINDS}, got {pos_embed!r}")
+        if pooling not in POOLING_KINDS:
+            raise ValueError(f"pooling must be one of {POOLING_KINDS}, got {pooling!r}")
+        if pooling == "cls" and not class_token:
+            raise ValueError("pooling='cls' needs class_token=True; use pooling='gap' for a model without one")
+        if weight_init not in WEIGHT_INITS:
+            raise ValueError(f"weight_init must be one of {WEIGHT_INITS}, got {weight_init!r}")
+
+        self.num_classes = num_classes
+        self.num_features = self.embed_dim = embed_dim
+        self.pooling = pooling
+        self.num_prefix_tokens = int(class_token) + reg_tokens
+        self.num_reg_tokens = reg_tokens
+        self.no_embed_class = no_embed_class or pos_embed == "sincos2d"
+        self.pos_embed_kind = pos_embed
+        self.dynamic_img_size = dynamic_img_size
+        self.grad_checkpointing = False
+        use_fc_norm = pooling == "gap" if fc_norm is None else fc_norm
+
+        self.patch_embed = PatchEmbed(
+            img_size, patch_size, in_chans, embed_dim, bias=not pre_norm, strict_img_size=not dynamic_img_size
+        )
+        self.patch_size = patch_size
+        num_patches = self.patch_embed.num_patches
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if class_token else None
+        self.reg_token = nn.Parameter(torch.zeros(1, reg_tokens, embed_dim)) if reg_tokens else None
+        embed_len = num_patches if self.no_embed_class else num_patches + self.num_prefix_tokens
+        if pos_embed == "learned":
+            self.pos_embed = nn.Parameter(torch.zeros(1, embed_len, embed_dim))
+        else:
+            self.pos_embed = None
+            if pos_embed == "sincos2d":
+                self.register_buffer(
+                    "pos_embed_fixed", sincos_2d_pos_embed(self.patch_embed.grid_size, embed_dim), persistent=False
+                )
+        self.pos_drop = nn.Dropout(pos_drop_rate)
+        self.patch_drop = (
+            PatchDropout(token_keep_rate, self.num_prefix_tokens) if token_keep_rate < 1.0 else nn.Identity()
+        )
+        self.norm_pre = nn.LayerNorm(embed_dim, eps=norm_eps) if pre_norm else nn.Identity()
+
+        dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # stochastic depth rises with depth
+        self.blocks = nn.Sequential(
+            *[
+                Block(
+                    embed_dim, num_heads, mlp_ratio, qkv_bias, qk_norm, proj_drop_rate, attn_drop_rate,
+                    init_values, dpr[i], norm_eps,
+                )
+                for i in range(depth)
+            ]
+        )
+        self.norm = nn.LayerNorm(embed_dim, eps=norm_eps) if final_norm and not use_fc_norm else nn.Identity()
+        self.fc_norm = nn.LayerNorm(embed_dim, eps=norm_eps) if final_norm and use_fc_norm else nn.Identity()
+        self.head_drop = nn.Dropout(drop_rate)
+        self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.init_weights(weight_init, zero_head)
+
+    # --- initialisation ---------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def init_weights(self, mode: str = "timm", zero_head: bool = False) -> None:
+        """Truncated-normal init of timm ('timm') or big_vision's xavier/lecun init ('jax')."""
+        if self.pos_embed is not None:
+            nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        if self.cls_token is not None:
+            nn.init.normal_(self.cls_token, std=1e-6)
+        if self.reg_token is not None:
+            nn.init.normal_(self.reg_token, std=1e-6)
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Linear):
+                if mode == "jax":
+                    nn.init.xavier_uniform_(module.weight)
+                    if module.bias is not None:
+                        if "mlp" in name:
+                            nn.init.normal_(module.bias, std=1e-6)
+                        else:
+                            nn.init.zeros_(module.bias)
+                else:
+                    nn.init.trunc_normal_(module.weight, std=0.02)
+                    if module.bias is not None:
+                        nn.init.zeros_(module.bias)
+        if mode == "jax":  # lecun normal on the flattened patch projection
+            w = self.patch_embed.proj.weight
+            fan_in = w.shape[1] * w.shape[2] * w.shape[3]
+            nn.init.trunc_normal_(w, std=math.sqrt(1.0 / fan_in) / 0.87962566103423978)
+            if self.patch_embed.proj.bias is not None:
+                nn.init.zeros_(self.patch_embed.proj.bias)
+        if (zero_head or mode == "jax") and isinstance(self.head, nn.Linear):
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
+
+    # --- training helpers the engine relies on ----------------------------------------------------------------------
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameters that must not be decayed besides norms and biases (found by the optimizer from their shape)."""
+        return {"pos_embed", "cls_token", "reg_token"}
+
+    def layer_id(self, param_name: str) -> int:
+        """Depth index of a parameter for layer-wise lr decay: embeddings 0, block i -> i + 1, the rest last."""
+        if param_name.startswith(("patch_embed", "cls_token", "reg_token", "pos_embed")):
+            return 0
+        if param_name.startswith("blocks."):
+            return int(param_name.split(".")[1]) + 1
+        return len(self.blocks) + 1
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.blocks) + 2
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.config["num_classes"] = num_classes
+        device = self.fc_norm.weight.device if isinstance(self.fc_norm, nn.LayerNorm) else self.blocks[0].norm1.weight.device
+        self.head = nn.Linear(self.embed_dim, num_classes, device=device) if num_classes > 0 else nn.Identity()
+
+    def set_input_size(self, img_size: int | Sequence[int]) -> None:
+        """Change the model's native resolution in place, resampling a learned position embedding."""
+        new = to_2tuple(img_size)
+        old_grid = self.patch_embed.grid_size
+        pe = self.patch_embed
+        pe.img_size = new
+        pe.grid_size = (new[0] // pe.patch_size[0], new[1] // pe.patch_size[1])
+        pe.num_patches = pe.grid_size[0] * pe.grid_size[1]
+        if new[0] % pe.patch_size[0] or new[1] % pe.patch_size[1]:
+            raise ValueError(f"img_size {new} is not a multiple of patch_size {pe.patch_size}")
+        if self.pos_embed is not None:
+            prefix = 0 if self.no_embed_class else self.num_prefix_tokens
+            with torch.no_grad():
+                resampled = resample_pos_embed(self.pos_embed.data, pe.grid_size, old_grid, prefix)
+            self.pos_embed = nn.Parameter(resampled, requires_grad=self.pos_embed.requires_grad)
+        elif self.pos_embed_kind == "sincos2d":
+            self.pos_embed_fixed = sincos_2d_pos_embed(pe.grid_size, self.embed_dim).to(self.pos_embed_fixed.device)
+        self.config["img_size"] = list(new)
+
+    # --- forward ----------------------------------------------------------------------------------------------------
+
+    def _grid_pos_embed(self, grid: tuple[int, int]) -> torch.Tensor | None:
+        if self.pos_embed is not None:
+            if grid == self.patch_embed.grid_size:
+                return self.pos_embed
+            prefix = 0 if self.no_embed_class else self.num_prefix_tokens
+            return resample_pos_embed(self.pos_embed, grid, self.patch_embed.grid_size, prefix)
+        if self.pos_embed_kind == "sincos2d":
+            if grid == self.patch_embed.grid_size:
+                return self.pos_embed_fixed
+            return sincos_2d_pos_embed(grid, self.embed_dim).to(self.pos_embed_fixed.device)
+        return None
+
+    def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        x = self.patch_embed(x)
+        grid = (x.shape[-2], x.shape[-1])
+        x = x.flatten(2).transpose(1, 2)  # (B, N, D)
+        pos_embed = self._grid_pos_embed(grid)
+        prefix = []
+        if self.cls_token is not None:
+            prefix.append(self.cls_token.expand(x.shape[0], -1, -1))
+        if self.reg_token is not None:
+            prefix.append(self.reg_token.expand(x.shape[0], -1, -1))
+        if self.no_embed_class:
+            if pos_embed is not None:
+                x = x + pos_embed
+            x = torch.cat(prefix + [x], dim=1) if prefix else x
+        else:
+            x = torch.cat(prefix + [x], dim=1) if prefix else x
+            if pos_embed is not None:
+                x = x + pos_embed
+        x = self.patch_drop(self.pos_drop(x))
+        return self.norm_pre(x), grid
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x, _ = self._embed(x)
+        for block in self.blocks:
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+        return self.norm(x)
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pooling == "cls":
+            return x[:, 0]
+        return x[:, self.num_prefix_tokens :].mean(dim=1)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.head_drop(self.fc_norm(self.pool(x)))
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def forward_with_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Logits and every block's attention probabilities (B, heads, N, N), via the explicit attention path."""
+        x, _ = self._embed(x)
+        maps = []
+        for block in self.blocks:
+            x, attn = block.forward_with_attention(x)
+            maps.append(attn)
+        return self.forward_head(self.norm(x)), maps
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | Sequence[int] | None = None,
+        norm: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+        return_prefix_tokens: bool = False,
+    ):
+        """Outputs of chosen blocks, for dense heads and feature probing.
+
+        indices: an int n takes the last n blocks, a sequence takes those block indices (negative allowed),
+        None takes all. output_fmt 'NCHW' reshapes patch tokens to (B, D, H', W'); 'NLC' keeps (B, N, D).
+        Returns the list of intermediates, or (final features, intermediates) unless intermediates_only.
+        """
+        if output_fmt not in ("NCHW", "NLC"):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
+        depth = len(self.blocks)
+        if indices is None:
+            take = list(range(depth))
+        elif isinstance(indices, int):
+            if not 0 < indices <= depth:
+                raise ValueError(f"asked for the last {indices} blocks of a model with {depth}")
+            take = list(range(depth - indices, depth))
+        else:
+            take = [i + depth if i < 0 else i for i in indices]
+            bad = [i for i in take if not 0 <= i < depth]
+            if bad:
+                raise ValueError(f"block indices {bad} out of range for depth {depth}")
+        if output_fmt == "NCHW" and isinstance(self.patch_drop, PatchDropout) and self.training:
+            raise ValueError("output_fmt='NCHW' is impossible while token dropout removes tokens; use 'NLC' or eval()")
+
+        b = x.shape[0]
+        x, grid = self._embed(x)
+        outputs = []
+        last = max(take)
+        for i, block in enumerate(self.blocks):
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+            if i in take:
+                outputs.append(self.norm(x) if norm else x)
+            if intermediates_only and i == last:
+                break
+        results = []
+        for out in outputs:
+            prefix, patches = out[:, : self.num_prefix_tokens], out[:, self.num_prefix_tokens :]
+            if output_fmt == "NCHW":
+                patches = patches.reshape(b, grid[0], grid[1], -1).permute(0, 3, 1, 2).contiguous()
+            results.append((patches, prefix) if return_prefix_tokens else patches)
+        if intermediates_only:
+            return results
+        return self.norm(x), results
+
+
+def flatten_patches(x: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, N, p*p*C) in (row, col, channel) order, i.e. what the ViT paper's linear projection eats."""
+    b, c, h, w = x.shape
+    p = patch_size
+    x = x.reshape(b, c, h // p, p, w // p, p).permute(0, 2, 4, 3, 5, 1)
+    return x.reshape(b, (h // p) * (w // p), p * p * c)
+
+
+def conv_weight_as_linear(weight: torch.Tensor) -> torch.Tensor:
+    """Patch-embedding conv weight (D, C, p, p) as the equivalent linear weight (D, p*p*C) for flatten_patches."""
+    return weight.permute(0, 2, 3, 1).reshape(weight.shape[0], -1)
+
+
+__all__ = ["VisionTransformer", "flatten_patches", "conv_weight_as_linear"]

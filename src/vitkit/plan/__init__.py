@@ -1,0 +1,1 @@
+"""Hardware planning: parameter counts, FLOPs, memory and time estimates."""

@@ -1,0 +1,25 @@
+"""timm ``VisionTransformer`` state dicts -> vitkit. vitkit uses timm's parameter names, so the table is short."""
+
+from __future__ import annotations
+
+import torch
+
+from .convert import Rule, apply_rules
+
+TIMM_RULES = [
+    Rule(r"(cls_token|reg_token|pos_embed)", r"\1"),
+    Rule(r"patch_embed\.proj\.(weight|bias)", r"patch_embed.proj.\1"),
+    Rule(r"norm_pre\.(weight|bias)", r"norm_pre.\1"),
+    Rule(r"blocks\.(\d+)\.(norm1|norm2)\.(weight|bias)", r"blocks.\1.\2.\3"),
+    Rule(r"blocks\.(\d+)\.attn\.(qkv|proj)\.(weight|bias)", r"blocks.\1.attn.\2.\3"),
+    Rule(r"blocks\.(\d+)\.attn\.(q_norm|k_norm)\.(weight|bias)", r"blocks.\1.attn.\2.\3"),
+    Rule(r"blocks\.(\d+)\.(ls1|ls2)\.gamma", r"blocks.\1.\2.gamma"),
+    Rule(r"blocks\.(\d+)\.mlp\.(fc1|fc2)\.(weight|bias)", r"blocks.\1.mlp.\2.\3"),
+    Rule(r"(norm|fc_norm)\.(weight|bias)", r"\1.\2"),
+    Rule(r"head\.(weight|bias)", r"head.\1"),
+]
+
+
+def convert_timm(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Returns (vitkit state dict, timm keys with no vitkit counterpart, e.g. a MAP head)."""
+    return apply_rules(state, TIMM_RULES)
