@@ -19,7 +19,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     print(f"{'model':36s} {'params (M)':>11s} {'GFLOPs':>9s} {'input':>9s} {'classes':>8s}")
     for r in rows:
         size = f"{r['img_size'][0]}x{r['img_size'][1]}"
-        print(f"{r['name']:36s} {r['params_m']:11.2f} {r["gflops"]:9.3f} {size:>9s} {r['num_classes']:8d}")
+        print(f"{r['name']:36s} {r['params_m']:11.2f} {r['gflops']:9.3f} {size:>9s} {r['num_classes']:8d}")
     return 0
 
 
