@@ -7,8 +7,8 @@ from typing import Any
 
 from torch import nn
 
-from .models.registry import get_model_spec, list_models
 from .models.registry import create_model as _create_registered
+from .models.registry import get_model_spec, list_models
 from .weights import load_checkpoint, load_pretrained, save_checkpoint
 
 __version__ = "0.1.0"

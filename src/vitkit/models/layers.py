@@ -7,7 +7,7 @@ state dict maps onto ours with a plain table and users can read either code base
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -8,7 +8,8 @@ One class covers ViT-Ti..H, SimpleViT (sincos2d + GAP, "Better plain ViT baselin
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn

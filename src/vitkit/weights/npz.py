@@ -77,6 +77,10 @@ def read_npz(path: str | Path) -> dict[str, torch.Tensor]:
         raise FileNotFoundError(f"checkpoint not found: {path}")
     with np.load(path, allow_pickle=False) as data:
         arrays = {k: data[k] for k in data.files}
+    for prefix in ("opt/target/", "params/img/", "params/"):  # Flax training states and big_vision multi-tower files
+        if f"{prefix}embedding/kernel" in arrays:
+            arrays = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+            break
     out: dict[str, torch.Tensor] = {}
     for key, value in arrays.items():
         if key.startswith("Transformer/encoderblock/"):

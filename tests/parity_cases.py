@@ -1,0 +1,137 @@
+"""Parity cases against the peers (timm, Hugging Face, Google .npz layout), shared by tests and benchmarks/parity.py.
+
+Each case builds the peer's model with random weights, moves the weights into vitkit through the importer a user
+would use (a file on disk), and returns the max abs difference of the logits on random inputs in float32.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import vitkit
+from vitkit.weights import model_from_pretrained, save_npz
+
+SIZES = {"tiny": (192, 3), "small": (384, 6), "base": (768, 12)}
+
+
+@dataclass
+class TimmCase:
+    name: str
+    size: str = "tiny"
+    depth: int = 2
+    img_size: int = 32
+    patch_size: int = 8
+    timm_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def vitkit_kwargs(self) -> dict[str, Any]:
+        """timm argument names -> vitkit's (same architecture)."""
+        kw = dict(self.timm_kwargs)
+        if "global_pool" in kw:
+            kw["pooling"] = {"token": "cls", "avg": "gap"}[kw.pop("global_pool")]
+        return kw
+
+
+TIMM_CASES = [
+    TimmCase("tiny_cls", "tiny"),
+    TimmCase("small_cls", "small"),
+    TimmCase("base_cls", "base"),
+    TimmCase("tiny_gap", "tiny", timm_kwargs=dict(global_pool="avg", class_token=False)),
+    TimmCase("small_gap_with_cls", "small", timm_kwargs=dict(global_pool="avg")),
+    TimmCase("tiny_reg4_gap", "tiny", timm_kwargs=dict(reg_tokens=4, global_pool="avg", class_token=False, no_embed_class=True)),
+    TimmCase("small_reg4_cls", "small", timm_kwargs=dict(reg_tokens=4)),
+    TimmCase("tiny_layerscale", "tiny", timm_kwargs=dict(init_values=0.1)),
+    TimmCase("tiny_qk_norm", "tiny", timm_kwargs=dict(qk_norm=True)),
+    TimmCase("small_prenorm_nobias", "small", timm_kwargs=dict(pre_norm=True, qkv_bias=False)),
+    TimmCase("base_224_p16", "base", depth=1, img_size=224, patch_size=16),
+]
+
+
+def _randomize(module: torch.nn.Module, seed: int) -> None:
+    """Random weights everywhere (also norms, LayerScale, tokens), so no parameter can be silently ignored."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            is_norm_scale = "norm" in name and name.endswith("weight")
+            p.copy_(torch.randn(p.shape, generator=g) * 0.05 + (1.0 if is_norm_scale else 0.0))
+
+
+def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a - b).abs().max().item()
+
+
+def run_timm_case(case: TimmCase, tmp: Path, seed: int = 0) -> float:
+    import timm
+    from safetensors.torch import save_file
+
+    dim, heads = SIZES[case.size]
+    common = dict(img_size=case.img_size, patch_size=case.patch_size, embed_dim=dim, depth=case.depth,
+                  num_heads=heads, num_classes=10)
+    torch.manual_seed(seed)
+    peer = timm.models.vision_transformer.VisionTransformer(**common, **case.timm_kwargs).eval()
+    _randomize(peer, seed)
+    path = tmp / f"timm_{case.name}.safetensors"
+    save_file({k: v.contiguous() for k, v in peer.state_dict().items()}, str(path))
+    ours = vitkit.models.VisionTransformer(**common, **case.vitkit_kwargs()).eval()
+    report = vitkit.load_pretrained(ours, path)
+    assert report.clean and not report.adapted, report.describe()
+    x = torch.randn(4, 3, case.img_size, case.img_size, generator=torch.Generator().manual_seed(seed + 1))
+    with torch.no_grad():
+        return max_abs_diff(peer(x), ours(x))
+
+
+def run_timm_pth_case(tmp: Path) -> float:
+    """The same through a .pth file (torch.save of a state dict, read back with weights_only=True)."""
+    import timm
+
+    torch.manual_seed(0)
+    peer = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=2, num_classes=10).eval()
+    path = tmp / "timm_tiny.pth"
+    torch.save(peer.state_dict(), path)
+    ours = vitkit.create_model("vit_tiny_patch16_224", pretrained=path, depth=2, num_classes=10).eval()
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        return max_abs_diff(peer(x), ours(x))
+
+
+def run_hf_case(tmp: Path, size: str = "tiny", depth: int = 2, seed: int = 0) -> float:
+    from transformers import ViTConfig, ViTForImageClassification
+
+    dim, heads = SIZES[size]
+    cfg = ViTConfig(
+        hidden_size=dim, num_hidden_layers=depth, num_attention_heads=heads, intermediate_size=4 * dim,
+        image_size=32, patch_size=8, num_labels=10, id2label={i: f"class{i}" for i in range(10)},
+        label2id={f"class{i}": i for i in range(10)},
+    )
+    torch.manual_seed(seed)
+    peer = ViTForImageClassification(cfg).eval()
+    _randomize(peer, seed)
+    folder = tmp / f"hf_{size}"
+    peer.save_pretrained(folder)
+    ours = model_from_pretrained(folder).eval()
+    assert ours.class_names == [f"class{i}" for i in range(10)]
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(seed + 1))
+    with torch.no_grad():
+        return max_abs_diff(peer(pixel_values=x).logits, ours(x))
+
+
+def run_npz_case(tmp: Path, seed: int = 0) -> dict[str, float]:
+    """Write an .npz in Google's layout; load it with timm's own npz loader and with vitkit's; compare all three."""
+    import timm
+
+    common = dict(img_size=32, patch_size=8, embed_dim=192, depth=2, num_heads=3, num_classes=10)
+    torch.manual_seed(seed)
+    source = vitkit.models.VisionTransformer(**common).eval()
+    _randomize(source, seed)
+    path = tmp / "google_layout.npz"
+    save_npz(source, path)
+    peer = timm.models.vision_transformer.VisionTransformer(**common).eval()
+    timm.models.vision_transformer._load_weights(peer, str(path))
+    ours = model_from_pretrained(path).eval()
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(seed + 1))
+    with torch.no_grad():
+        ref = source(x)
+        return {"npz_vs_source": max_abs_diff(ours(x), ref), "npz_vs_timm_loader": max_abs_diff(ours(x), peer(x))}
