@@ -83,16 +83,18 @@ def run_timm_case(case: TimmCase, tmp: Path, seed: int = 0) -> float:
         return max_abs_diff(peer(x), ours(x))
 
 
-def run_timm_pth_case(tmp: Path) -> float:
-    """The same through a .pth file (torch.save of a state dict, read back with weights_only=True)."""
+def run_timm_pth_case(tmp: Path, name: str = "vit_tiny_patch16_224", **overrides: Any) -> float:
+    """A registered name through a .pth file (torch.save of a state dict, read back with weights_only=True)."""
     import timm
 
     torch.manual_seed(0)
-    peer = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=2, num_classes=10).eval()
-    path = tmp / "timm_tiny.pth"
+    peer = timm.create_model(name, pretrained=False, **overrides).eval()
+    _randomize(peer, 0)
+    path = tmp / f"{name}.pth"
     torch.save(peer.state_dict(), path)
-    ours = vitkit.create_model("vit_tiny_patch16_224", pretrained=path, depth=2, num_classes=10).eval()
-    x = torch.randn(2, 3, 224, 224)
+    ours = vitkit.create_model(name, pretrained=path, **overrides).eval()
+    size = ours.config["img_size"]
+    x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         return max_abs_diff(peer(x), ours(x))
 

@@ -16,7 +16,7 @@ def test_timm_parity(case, tmp_path):
 
 def test_timm_pth_parity(tmp_path):
     pytest.importorskip("timm")
-    assert pc.run_timm_pth_case(tmp_path) <= TOL
+    assert pc.run_timm_pth_case(tmp_path, depth=2, num_classes=10) <= TOL
 
 
 @pytest.mark.parametrize("size", ["tiny", "small"])
