@@ -1,33 +1,178 @@
-"""FLOPs measured by PyTorch's own counter on the meta device: exact for the ops that run, no memory used."""
+"""FLOPs two ways: a closed form from the ViT's structure, and PyTorch's own counter on a real (or meta) run.
+
+FLOPs are 2 x multiply-adds of matmuls, convolutions and attention, the convention of
+``torch.utils.flop_counter`` (norms, GELU and softmax are not counted, by either side).
+
+PyTorch's counter has no formula for the CPU flash-attention kernel (``_scaled_dot_product_flash_attention_for_cpu``
+and its backward), so on a CPU it silently drops all attention FLOPs. ``_register_cpu_sdpa_formulas`` adds them,
+built on the counter's own ``sdpa_flop_count`` helpers, so CPU and CUDA counts agree.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 import torch
 from torch import nn
+from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
+
+_aten = torch.ops.aten
+_REGISTERED = False
+
+
+def _register_cpu_sdpa_formulas() -> None:
+    global _REGISTERED
+    if _REGISTERED:
+        return
+    registry = getattr(flop_counter, "flop_registry", {})
+    fwd_op = getattr(_aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    bwd_op = getattr(_aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
+    if fwd_op is not None and fwd_op.default not in registry and fwd_op not in registry:
+
+        @flop_counter.register_flop_formula(fwd_op)
+        def _cpu_sdpa(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+            return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+    if bwd_op is not None and bwd_op.default not in registry and bwd_op not in registry:
+
+        @flop_counter.register_flop_formula(bwd_op)
+        def _cpu_sdpa_backward(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kw) -> int:
+            return flop_counter.sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
+
+    _REGISTERED = True
 
 
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-def forward_flops(model: nn.Module, input_size: Sequence[int], batch: int = 1) -> int:
-    """FLOPs (2 x multiply-adds) of one forward pass, counted by ``torch.utils.flop_counter`` on meta tensors.
+# --- closed form -----------------------------------------------------------------------------------------------------
 
-    The model may live on any device; a meta copy is not made, so pass a meta model for huge configurations.
+
+@dataclass(frozen=True)
+class ViTShape:
+    """The numbers that decide a plain ViT's cost, read off a model's config."""
+
+    img_size: tuple[int, int]
+    patch_size: int
+    in_chans: int
+    embed_dim: int
+    depth: int
+    num_heads: int
+    mlp_hidden: int
+    num_prefix_tokens: int
+    num_classes: int
+    pooling: str
+    qk_norm: bool
+    layer_scale: bool
+    drop_path: bool
+    qkv_bias: bool
+    token_keep_rate: float = 1.0
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], img_size: int | Sequence[int] | None = None,
+                    token_keep_rate: float | None = None) -> ViTShape:
+        size = config["img_size"] if img_size is None else img_size
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        return cls(
+            img_size=(int(size[0]), int(size[1])),
+            patch_size=int(config["patch_size"]),
+            in_chans=int(config.get("in_chans", 3)),
+            embed_dim=int(config["embed_dim"]),
+            depth=int(config["depth"]),
+            num_heads=int(config["num_heads"]),
+            mlp_hidden=int(config["embed_dim"] * config.get("mlp_ratio", 4.0)),
+            num_prefix_tokens=int(config.get("class_token", True)) + int(config.get("reg_tokens", 0)),
+            num_classes=int(config.get("num_classes", 1000)),
+            pooling=config.get("pooling", "cls"),
+            qk_norm=bool(config.get("qk_norm", False)),
+            layer_scale=config.get("init_values") is not None,
+            drop_path=float(config.get("drop_path_rate", 0.0)) > 0,
+            qkv_bias=bool(config.get("qkv_bias", True)),
+            token_keep_rate=float(config.get("token_keep_rate", 1.0) if token_keep_rate is None else token_keep_rate),
+        )
+
+    @property
+    def grid_tokens(self) -> int:
+        return (self.img_size[0] // self.patch_size) * (self.img_size[1] // self.patch_size)
+
+    def block_tokens(self, training: bool) -> int:
+        """Tokens each block sees; token dropout shrinks it while training only."""
+        kept = self.grid_tokens
+        if training and self.token_keep_rate < 1.0:
+            kept = max(1, int(round(self.grid_tokens * self.token_keep_rate)))
+        return kept + self.num_prefix_tokens
+
+
+def vit_flops(shape: ViTShape, mode: str = "infer", grad_checkpointing: bool = False) -> dict[str, int]:
+    """FLOPs per image by component. mode='train' is forward + backward (+ the recomputed forward if checkpointing).
+
+    Backward costs twice the forward for matmuls (grads for input and weight), once for the patch embedding (its
+    input needs no grad), and 2.5x for fused attention (five matmuls against the forward's two, as torch counts it).
     """
+    training = mode == "train"
+    n, d, m = shape.block_tokens(training), shape.embed_dim, shape.mlp_hidden
+    patch = 2 * shape.grid_tokens * shape.in_chans * shape.patch_size**2 * d
+    linear = 2 * n * (3 * d * d + d * d + 2 * d * m)  # qkv, proj, fc1, fc2
+    attn = 4 * n * n * d  # QK^T and PV
+    head = 2 * d * shape.num_classes
+    per_block_fwd = linear + attn
+    out = {"patch_embed": patch, "blocks": shape.depth * per_block_fwd, "head": head}
+    if training:
+        attn_bwd = _sdpa_backward_ratio() * attn
+        out["patch_embed"] += patch  # weight grad only
+        out["blocks"] += shape.depth * (2 * linear + attn_bwd)
+        out["head"] += 2 * head
+        if grad_checkpointing:  # non-reentrant checkpointing stops early: a block's last op (fc2) is never rerun
+            out["recompute"] = shape.depth * (per_block_fwd - 2 * n * d * m)
+    out["total"] = sum(out.values())
+    return out
+
+
+def _sdpa_backward_ratio() -> float:
+    """Backward/forward FLOP ratio of fused attention as torch's counter defines it (2.5: five matmuls vs two)."""
+    q = (1, 1, 64, 32)
+    return flop_counter.sdpa_backward_flop_count(q, q, q, q) / flop_counter.sdpa_flop_count(q, q, q)
+
+
+# --- counted -------------------------------------------------------------------------------------------------------
+
+
+def counted_flops(
+    model: nn.Module, input_size: Sequence[int], batch: int = 1, mode: str = "infer",
+    autocast_dtype: torch.dtype | None = None,
+) -> int:
+    """FLOPs of one forward (infer) or forward + backward (train) pass as ``torch.utils.flop_counter`` counts them.
+
+    Runs on whatever device the model is on; a meta model costs no memory and no time.
+    """
+    _register_cpu_sdpa_formulas()
     device = next(model.parameters()).device
     x = torch.zeros(batch, *input_size, device=device)
     was_training = model.training
-    model.eval()
+    model.train(mode == "train")
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(x)
+        with FlopCounterMode(display=False) as counter:
+            with torch.autocast(device.type if device.type != "meta" else "cpu", dtype=autocast_dtype or torch.bfloat16,
+                                enabled=autocast_dtype is not None):
+                if mode == "train":
+                    out = model(x)
+                else:
+                    with torch.no_grad():
+                        out = model(x)
+            if mode == "train":
+                out.float().sum().backward()
     finally:
         model.train(was_training)
+    if mode == "train":
+        model.zero_grad(set_to_none=True)
     return int(counter.get_total_flops())
+
+
+def forward_flops(model: nn.Module, input_size: Sequence[int], batch: int = 1) -> int:
+    return counted_flops(model, input_size, batch, mode="infer")
 
 
 def model_summary(name: str) -> dict:

@@ -1,0 +1,94 @@
+"""Planner vs measurement over a grid: ViT-Ti/S/B x 224/384 x batch 8/32 x fp32/bf16 x checkpointing x train/infer.
+
+    python benchmarks/plan_accuracy.py                 # the full grid on this machine's CPU (or --device cuda)
+    python benchmarks/plan_accuracy.py --models vit_tiny_patch16_224 --sizes 224 --batches 8   # a corner of it
+
+Memory is measured as the peak of live tensor storage in a steady-state step (MemTracker on CPU,
+max_memory_allocated on CUDA); FLOPs by torch.utils.flop_counter during that step. Results are written after every
+point to benchmarks/results/plan_accuracy.json (or --out), so an interrupted run keeps what it measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import itertools
+import json
+import time
+from pathlib import Path
+
+import torch
+
+import vitkit
+from vitkit.plan.flops import ViTShape, vit_flops
+from vitkit.plan.measure import measure_step
+from vitkit.plan.memory import estimate_memory
+from vitkit.utils.env import describe_environment
+from vitkit.utils.fileio import atomic_write_text
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def grid(models, sizes, batches):
+    for model, size, batch, precision in itertools.product(models, sizes, batches, ("fp32", "bf16")):
+        yield model, size, batch, "infer", precision, False
+        for ckpt in (False, True):
+            yield model, size, batch, "train", precision, ckpt
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=["vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224"])
+    ap.add_argument("--sizes", nargs="+", type=int, default=[224, 384])
+    ap.add_argument("--batches", nargs="+", type=int, default=[8, 32])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "plan_accuracy.json"))
+    args = ap.parse_args()
+
+    points = sorted(grid(args.models, args.sizes, args.batches),
+                    key=lambda p: (p[1] * p[1] * p[2] * (3 if p[3] == "train" else 1), p))  # cheapest first
+    rows = []
+    env = describe_environment()
+    for model_name, size, batch, mode, precision, ckpt in points:
+        torch.manual_seed(0)
+        model = vitkit.create_model(model_name, img_size=size)
+        shape = ViTShape.from_config(model.config)
+        est = estimate_memory(shape, batch, mode, precision, "adamw", ckpt,
+                              num_params=sum(p.numel() for p in model.parameters()))
+        predicted_flops = vit_flops(shape, mode, ckpt)["total"] * batch
+        t0 = time.perf_counter()
+        meas = measure_step(model, batch, mode, precision, "adamw", ckpt, device=args.device)
+        row = {
+            "model": model_name, "img_size": size, "batch": batch, "mode": mode, "precision": precision,
+            "grad_checkpointing": ckpt,
+            "predicted_peak_bytes": est.peak, "measured_peak_bytes": meas.peak_bytes,
+            "memory_error": (est.peak - meas.peak_bytes) / meas.peak_bytes,
+            "predicted_flops": predicted_flops, "measured_flops": meas.flops,
+            "flops_error": (predicted_flops - meas.flops) / meas.flops,
+            "predicted_phase": est.peak_phase, "measured_breakdown": meas.breakdown,
+            "step_seconds": meas.step_seconds, "wall_seconds": time.perf_counter() - t0,
+        }
+        rows.append(row)
+        print(f"{model_name:22s} {size} b{batch:<3d} {mode:5s} {precision} ckpt={int(ckpt)}  mem pred "
+              f"{est.peak / 2**20:9.1f} MiB meas {meas.peak_bytes / 2**20:9.1f} MiB ({100 * row['memory_error']:+5.1f}%)"
+              f"  GFLOPs pred {predicted_flops / 1e9:9.1f} meas {meas.flops / 1e9:9.1f} ({100 * row['flops_error']:+5.2f}%)",
+              flush=True)
+        result = {
+            "device": args.device,
+            "points": len(rows),
+            "max_memory_error": max(abs(r["memory_error"]) for r in rows),
+            "max_flops_error": max(abs(r["flops_error"]) for r in rows),
+            "goal": {"memory": 0.10, "flops": 0.02},
+            "grid": rows,
+            "environment": env,
+        }
+        atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
+        del model
+        gc.collect()
+    print(f"worst memory error {100 * result['max_memory_error']:.2f}%, worst FLOPs error "
+          f"{100 * result['max_flops_error']:.2f}% over {len(rows)} points -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

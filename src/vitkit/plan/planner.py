@@ -1,0 +1,232 @@
+"""`vitkit plan`: will this configuration fit, on which card, how to make it fit, and how long will an epoch take."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import torch
+
+from .flops import ViTShape, count_params, counted_flops, vit_flops
+from .gpus import ACCELERATORS, Accelerator, get_accelerator, overhead_bytes
+from .memory import MemoryEstimate, estimate_memory
+
+STRATEGIES = ("single", "ddp", "fsdp")
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    model: str
+    img_size: int | None = None
+    batch: int = 32  # global batch per optimizer step: devices x accum x micro-batch
+    mode: str = "train"
+    precision: str = "bf16"
+    optimizer: str = "adamw"
+    grad_checkpointing: bool = False
+    accum: int = 1
+    devices: int = 1
+    strategy: str = "single"
+    token_keep_rate: float = 1.0
+    gpu: str | None = None
+    dataset_size: int = 1_281_167  # ImageNet-1k train
+    throughput: float | None = None  # img/s, if known (overrides the MFU estimate)
+    mfu: float = 0.4
+    fused_attention: bool = True
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def micro_batch(self) -> int:
+        per_step = self.devices * self.accum
+        if self.batch % per_step:
+            raise ValueError(f"batch {self.batch} is not divisible by devices x accum = {self.devices} x {self.accum}")
+        return self.batch // per_step
+
+
+@dataclass
+class AcceleratorFit:
+    name: str
+    memory_gib: float
+    needed_gib: float
+    fits: bool
+    max_micro_batch: int  # largest micro-batch that fits with the requested techniques (0: not even 1)
+    suggestion: str  # cheapest change that makes it fit, if it does not
+    suggestion_gib: float | None
+    epoch_hours: float | None
+
+
+@dataclass
+class Plan:
+    request: dict[str, Any]
+    params: int
+    flops_forward_per_image: int
+    flops_train_per_image: int
+    flops_forward_counted: int  # torch.utils.flop_counter on the meta device, the cross-check
+    flops_breakdown: dict[str, int]
+    memory: MemoryEstimate
+    accelerators: list[AcceleratorFit]
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["memory"] = self.memory.as_dict()
+        return d
+
+
+def _shape(req: PlanRequest) -> tuple[ViTShape, int, torch.nn.Module]:
+    from ..models.registry import create_model
+
+    overrides = dict(req.overrides)
+    if req.img_size is not None:
+        overrides["img_size"] = req.img_size
+    with torch.device("meta"):
+        model = create_model(req.model, **overrides)
+    if getattr(model, "arch", None) != "vit":
+        raise ValueError(f"the planner models the plain ViT; {req.model!r} is a {type(model).__name__}")
+    return ViTShape.from_config(model.config, token_keep_rate=req.token_keep_rate), count_params(model), model
+
+
+def _memory(req: PlanRequest, shape: ViTShape, params: int, micro_batch: int | None = None, **changes) -> MemoryEstimate:
+    r = replace(req, **changes) if changes else req
+    if r.strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {r.strategy!r}")
+    shard = r.devices if r.strategy == "fsdp" else 1
+    return estimate_memory(
+        shape, micro_batch if micro_batch is not None else r.micro_batch, r.mode, r.precision, r.optimizer,
+        r.grad_checkpointing, r.fused_attention, num_params=params, shard_factor=shard,
+    )
+
+
+def _needed(acc: Accelerator, est: MemoryEstimate) -> int:
+    return est.peak + overhead_bytes(acc, est.peak)
+
+
+def _max_micro_batch(req: PlanRequest, shape: ViTShape, params: int, acc: Accelerator, **changes) -> int:
+    """Largest micro-batch that fits (memory grows monotonically with batch, so bisect)."""
+    if _needed(acc, _memory(req, shape, params, 1, **changes)) > acc.memory_bytes:
+        return 0
+    lo, hi = 1, 2
+    while hi <= 1 << 16 and _needed(acc, _memory(req, shape, params, hi, **changes)) <= acc.memory_bytes:
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _needed(acc, _memory(req, shape, params, mid, **changes)) <= acc.memory_bytes:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def _low_precision(acc: Accelerator) -> str:
+    return "bf16" if acc.bf16_tflops is not None else "fp16"
+
+
+def _cheapest_fit(req: PlanRequest, shape: ViTShape, params: int, acc: Accelerator) -> tuple[str, float | None]:
+    """Try changes from cheapest to dearest: lower precision, accumulation, checkpointing, then FSDP over devices.
+
+    Each candidate keeps the global batch; its cost is (devices needed, relative step time).
+    """
+    candidates = []
+    precisions = [req.precision] if req.mode == "infer" or req.precision != "fp32" else ["fp32", _low_precision(acc)]
+    for precision in precisions:
+        for ckpt in ([req.grad_checkpointing] if req.grad_checkpointing else [False, True]):
+            for devices, strategy in ([(req.devices, req.strategy)] + [(d, "fsdp") for d in (2, 4, 8) if d > req.devices]):
+                accum = req.accum
+                while accum <= req.batch:
+                    if req.batch % (devices * accum) == 0:
+                        speed = acc.peak_tflops(precision) / acc.peak_tflops(req.precision) if acc.cuda else 1.0
+                        cost = (1.33 if ckpt and req.mode == "train" else 1.0) * (1 + 0.03 * math.log2(accum)) / speed
+                        candidates.append((devices, cost, precision, ckpt, accum, strategy))
+                    accum *= 2
+    for devices, _, precision, ckpt, accum, strategy in sorted(candidates):
+        changes = dict(precision=precision, grad_checkpointing=ckpt, accum=accum, devices=devices, strategy=strategy)
+        est = _memory(req, shape, params, req.batch // (devices * accum), **changes)
+        need = _needed(acc, est)
+        if need <= acc.memory_bytes:
+            parts = []
+            if precision != req.precision:
+                parts.append(f"{precision} autocast")
+            if ckpt and not req.grad_checkpointing:
+                parts.append("gradient checkpointing")
+            if accum != req.accum:
+                parts.append(f"accumulation x{accum} (micro-batch {req.batch // (devices * accum)})")
+            if devices != req.devices:
+                parts.append(f"FSDP over {devices} devices")
+            return " + ".join(parts) or "fits as requested", need / 2**30
+    return "does not fit even with bf16, checkpointing, micro-batch 1 and FSDP over 8", None
+
+
+def _epoch_hours(req: PlanRequest, acc: Accelerator, flops_per_image: int) -> float | None:
+    """Hours per epoch: from a given throughput, else from the card's peak rate times an assumed MFU."""
+    if req.throughput:
+        return req.dataset_size / req.throughput / 3600
+    precision = "fp16" if req.precision == "bf16" and acc.bf16_tflops is None else req.precision
+    peak = acc.peak_tflops(precision)
+    if not peak:  # a CPU target without a measured rate
+        return None
+    return req.dataset_size * flops_per_image / (peak * 1e12 * req.mfu * req.devices) / 3600
+
+
+def plan(req: PlanRequest, accelerators: list[str] | None = None) -> Plan:
+    shape, params, meta_model = _shape(req)
+    training = req.mode == "train"
+    fwd = vit_flops(shape, "infer")
+    train = vit_flops(shape, "train", req.grad_checkpointing) if training else fwd
+    counted = counted_flops(meta_model, (shape.in_chans, *shape.img_size), 1, "infer")
+    est = _memory(req, shape, params)
+
+    names = accelerators or ([req.gpu] if req.gpu else list(ACCELERATORS))
+    fits = []
+    for name in names:
+        acc = get_accelerator(name)
+        need = _needed(acc, est)
+        ok = need <= acc.memory_bytes
+        suggestion, suggestion_gib = ("fits as requested", need / 2**30) if ok else _cheapest_fit(req, shape, params, acc)
+        hours = _epoch_hours(req, acc, train["total"] if training else fwd["total"])
+        fits.append(AcceleratorFit(
+            name=acc.name, memory_gib=acc.memory_bytes / 2**30, needed_gib=need / 2**30, fits=ok,
+            max_micro_batch=_max_micro_batch(req, shape, params, acc), suggestion=suggestion,
+            suggestion_gib=suggestion_gib, epoch_hours=hours,
+        ))
+    return Plan(
+        request=asdict(req), params=params, flops_forward_per_image=fwd["total"],
+        flops_train_per_image=train["total"], flops_forward_counted=counted, flops_breakdown=train,
+        memory=est, accelerators=fits,
+    )
+
+
+def format_plan(p: Plan) -> str:
+    r = p.request
+    gib = 2**30
+    m = p.memory
+    lines = [
+        f"{r['model']}  img {r['img_size'] or 'default'}  batch {r['batch']} (micro-batch "
+        f"{r['batch'] // (r['devices'] * r['accum'])}, accum {r['accum']}, {r['devices']} device(s), {r['strategy']})  "
+        f"{r['mode']} {r['precision']} {r['optimizer'] if r['mode'] == 'train' else ''}"
+        f"{' +checkpointing' if r['grad_checkpointing'] else ''}",
+        f"parameters            {p.params / 1e6:10.2f} M",
+        f"GFLOPs / image        {p.flops_forward_per_image / 1e9:10.3f} forward (torch flop_counter: "
+        f"{p.flops_forward_counted / 1e9:.3f})",
+    ]
+    if r["mode"] == "train":
+        lines.append(f"                      {p.flops_train_per_image / 1e9:10.3f} training step (forward + backward"
+                     f"{' + recompute' if r['grad_checkpointing'] else ''})")
+    lines.append("memory per device (GiB)")
+    for label, value in [
+        ("weights", m.weights), ("gradients", m.gradients), ("optimizer states", m.optimizer_states),
+        ("optimizer temporaries", m.optimizer_temporaries), ("autocast weight copies", m.weight_copies),
+        ("activations", m.activations), ("attention workspace", m.attention_workspace),
+        ("backward transients", m.transient), ("input batch", m.inputs),
+    ]:
+        lines.append(f"  {label:22s} {value / gib:10.3f}")
+    lines.append(f"  {'peak (tensors)':22s} {m.peak / gib:10.3f}   at {m.peak_phase}")
+    lines.append("")
+    lines.append(f"{'accelerator':14s} {'memory':>7s} {'needs':>7s} {'fits':>5s} {'max micro-batch':>16s} "
+                 f"{'epoch (h)':>10s}  how to make it fit")
+    for a in p.accelerators:
+        hours = f"{a.epoch_hours:10.2f}" if a.epoch_hours is not None else f"{'-':>10s}"
+        how = "" if a.fits else a.suggestion + (f" -> {a.suggestion_gib:.1f} GiB" if a.suggestion_gib else "")
+        lines.append(f"{a.name:14s} {a.memory_gib:7.1f} {a.needed_gib:7.2f} {'yes' if a.fits else 'no':>5s} "
+                     f"{a.max_micro_batch:16d} {hours}  {how}")
+    lines.append("needs = tensor peak + CUDA context 0.5 GiB + 8% allocator overhead; epoch time from peak TFLOP/s x "
+                 f"MFU {r['mfu']} over {r['dataset_size']:,} images" + (" (given throughput)" if r["throughput"] else ""))
+    return "\n".join(lines)
