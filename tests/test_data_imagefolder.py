@@ -9,9 +9,9 @@ import time
 import numpy as np
 import pytest
 import torch
-from data_fixtures import jpeg_bytes, make_image_folder, real_cifar10_root, solid
 from PIL import Image
 
+from data_fixtures import jpeg_bytes, make_image_folder, real_cifar10_root, solid
 from vitkit.data import build_dataset, build_loader
 from vitkit.data import cache as cache_mod
 from vitkit.data.decode import BadImageError, decode_rgb, jpeg_header
