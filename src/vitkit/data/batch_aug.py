@@ -102,7 +102,8 @@ class BatchAugment:
         return self.mixing or self.label_smoothing > 0
 
     def _rand(self, *shape: int) -> torch.Tensor:
-        return torch.rand(shape, generator=self.generator)
+        device = self.generator.device if self.generator is not None else "cpu"
+        return torch.rand(shape, generator=self.generator, device=device)
 
     def _crop_flip(self, images: torch.Tensor) -> torch.Tensor:
         """Random crop of the zero-padded batch and horizontal flip as ONE gather over flattened pixels.
@@ -116,11 +117,11 @@ class BatchAugment:
             return images
         dev = images.device
         offsets = (self._rand(b, 2) * (2 * p + 1)).long().clamp_(max=2 * p)
-        flips = self._rand(b) < 0.5 if self.flip else torch.zeros(b, dtype=torch.bool)
+        flips = self._rand(b) < 0.5 if self.flip else torch.zeros(b, dtype=torch.bool, device=offsets.device)
         wp = w + 2 * p
-        cols = torch.arange(w)
+        cols = torch.arange(w, device=offsets.device)
         cols = torch.where(flips.view(b, 1), cols.flip(0).view(1, w), cols.view(1, w)) + offsets[:, 1:2]  # (b, w)
-        rows = (torch.arange(h).view(1, h) + offsets[:, 0:1]) * wp  # (b, h)
+        rows = (torch.arange(h, device=offsets.device).view(1, h) + offsets[:, 0:1]) * wp  # (b, h)
         index = (rows.view(b, h, 1) + cols.view(b, 1, w)).view(b, 1, h * w).to(dev).expand(b, c, h * w)
         padded = F.pad(images, (p, p, p, p)) if p else images
         return padded.reshape(b, c, -1).gather(2, index).view(b, c, h, w)
