@@ -76,12 +76,18 @@ class _SeededTransform(torch.utils.data.Dataset):
     def __getitem__(self, item: tuple[int, int]) -> tuple[Any, int]:
         index, epoch = item
         image, label = self.dataset[index]
+        # Seed only the CPU generator the v2 transforms draw from: torch.manual_seed would also queue CUDA seeding
+        # (with a captured traceback), costing more than the augmentation itself.
+        cpu = torch.default_generator
         if torch.utils.data.get_worker_info() is not None:
-            torch.manual_seed(_sample_seed(self.seed, epoch, index))
+            cpu.manual_seed(_sample_seed(self.seed, epoch, index))
             return self.transform(image), label
-        with torch.random.fork_rng(devices=[]):  # in the main process: leave the caller's RNG untouched
-            torch.manual_seed(_sample_seed(self.seed, epoch, index))
+        saved = cpu.get_state()  # in the main process: leave the caller's RNG untouched
+        try:
+            cpu.manual_seed(_sample_seed(self.seed, epoch, index))
             return self.transform(image), label
+        finally:
+            cpu.set_state(saved)
 
 
 class _RemainingBatches(torch.utils.data.Sampler):
