@@ -211,7 +211,9 @@ class EpochLoader:
         batches_done = int(state["batches_done"])
         if not 0 <= batches_done <= len(self):
             raise ValueError(f"batches_done={batches_done} is outside this loader's epoch of {len(self)} batches")
-        self.seed = int(state.get("seed", self.seed))
+        seed = int(state.get("seed", self.seed))
+        if seed != self.seed:  # workers hold the seed of their per-sample transforms: start them afresh
+            self.seed, self._torch_loader = seed, None
         self._cached_epoch = None
         self.epoch = int(state["epoch"])
         self.batches_done = batches_done
