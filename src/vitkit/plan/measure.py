@@ -92,35 +92,33 @@ def measure_step(
             with torch.inference_mode():
                 model(x)
 
-    step()  # warm-up: creates optimizer states, caches kernels
+    # The warm-up step (it creates the optimizer states) is the one whose FLOPs are counted: the counter's module
+    # hooks hold references that would distort a memory measurement of the same step.
+    with FlopCounterMode(display=False) as counter:
+        step()
+    flops = counter.get_total_flops()
     breakdown: dict[str, int] = {}
     peak = 0
-    flops = 0
     t0 = time.perf_counter()
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats(device)
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated(device)
     else:
         from torch.distributed._tools.mem_tracker import MemTracker
 
         tracker = MemTracker()
         tracker.track_external(model, *([opt] if mode == "train" else []), x, y)
-    for i in range(steps):
-        with FlopCounterMode(display=False) as counter:
-            if device.type == "cuda":
+        for _ in range(steps):  # MemTracker follows one iteration at a time
+            with tracker:
                 step()
-            else:  # MemTracker follows one iteration at a time
-                with tracker:
-                    step()
-                snap = tracker.get_tracker_snapshot("peak")[device]
-                if snap["Total"] > peak:
-                    peak = int(snap["Total"])
-                    breakdown = {str(getattr(k, "value", k)): int(v) for k, v in snap.items() if k != "Total"}
-                tracker.reset_mod_stats()
-        if i == 0:
-            flops = counter.get_total_flops()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated(device)
+            snap = tracker.get_tracker_snapshot("peak")[device]
+            if snap["Total"] > peak:
+                peak = int(snap["Total"])
+                breakdown = {str(getattr(k, "value", k)): int(v) for k, v in snap.items() if k != "Total"}
+            tracker.reset_mod_stats()
     seconds = (time.perf_counter() - t0) / steps
     return Measurement(peak_bytes=peak, flops=int(flops), step_seconds=seconds, breakdown=breakdown)

@@ -159,8 +159,7 @@ def _epoch_hours(req: PlanRequest, acc: Accelerator, flops_per_image: int) -> fl
     """Hours per epoch: from a given throughput, else from the card's peak rate times an assumed MFU."""
     if req.throughput:
         return req.dataset_size / req.throughput / 3600
-    precision = "fp16" if req.precision == "bf16" and acc.bf16_tflops is None else req.precision
-    peak = acc.peak_tflops(precision)
+    peak = acc.peak_tflops(req.precision)
     if not peak:  # a CPU target without a measured rate
         return None
     return req.dataset_size * flops_per_image / (peak * 1e12 * req.mfu * req.devices) / 3600
@@ -178,14 +177,21 @@ def plan(req: PlanRequest, accelerators: list[str] | None = None) -> Plan:
     fits = []
     for name in names:
         acc = get_accelerator(name)
+        acc_req = req
+        note = ""
+        if req.precision == "bf16" and acc.bf16_tflops is None:  # e.g. T4: same memory, fp16 + GradScaler
+            acc_req, note = replace(req, precision="fp16"), " (fp16: the card has no bf16)"
         need = _needed(acc, est)
         ok = need <= acc.memory_bytes
-        suggestion, suggestion_gib = ("fits as requested", need / 2**30) if ok else _cheapest_fit(req, shape, params, acc)
-        hours = _epoch_hours(req, acc, train["total"] if training else fwd["total"])
+        if ok:
+            suggestion, suggestion_gib = "fits as requested" + note, need / 2**30
+        else:
+            suggestion, suggestion_gib = _cheapest_fit(acc_req, shape, params, acc)
+            suggestion += note
         fits.append(AcceleratorFit(
             name=acc.name, memory_gib=acc.memory_bytes / 2**30, needed_gib=need / 2**30, fits=ok,
             max_micro_batch=_max_micro_batch(req, shape, params, acc), suggestion=suggestion,
-            suggestion_gib=suggestion_gib, epoch_hours=hours,
+            suggestion_gib=suggestion_gib, epoch_hours=_epoch_hours(acc_req, acc, train["total"] if training else fwd["total"]),
         ))
     return Plan(
         request=asdict(req), params=params, flops_forward_per_image=fwd["total"],

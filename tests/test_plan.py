@@ -1,0 +1,133 @@
+"""The planner: closed forms checked against torch's counter and against measured peaks of real (tiny) steps."""
+
+import argparse
+import json
+
+import pytest
+import torch
+
+import vitkit
+from vitkit.models import VisionTransformer
+from vitkit.plan.flops import ViTShape, counted_flops, vit_flops
+from vitkit.plan.gpus import get_accelerator
+from vitkit.plan.measure import measure_step
+from vitkit.plan.memory import estimate_memory
+from vitkit.plan.planner import PlanRequest, _memory, _needed, _shape, format_plan, plan
+
+SMALL = dict(img_size=64, patch_size=8, embed_dim=96, depth=3, num_heads=3, num_classes=10)
+
+
+@pytest.mark.parametrize("name", ["vit_tiny_patch16_224", "vit_base_patch32_384", "vit_small_patch16_reg4_gap_256",
+                                  "simplevit_small_patch16_224", "vit_huge_patch14_224"])
+def test_forward_flops_equal_torch_counter(name):
+    with torch.device("meta"):
+        model = vitkit.create_model(name)
+    shape = ViTShape.from_config(model.config)
+    assert vit_flops(shape, "infer")["total"] == counted_flops(model, (3, *shape.img_size), 1, "infer")
+
+
+@pytest.mark.parametrize("ckpt", [False, True])
+def test_training_flops_equal_counter_on_a_real_step(ckpt):
+    """A real CPU step runs the flash kernels; the counter needs vitkit's formulas for them (registered on import)."""
+    torch.manual_seed(0)
+    model = VisionTransformer(**SMALL)
+    model.set_grad_checkpointing(ckpt)
+    shape = ViTShape.from_config(model.config)
+    assert vit_flops(shape, "train", ckpt)["total"] * 2 == counted_flops(model, (3, 64, 64), 2, "train")
+
+
+def test_token_dropout_reduces_training_flops_only():
+    shape = ViTShape.from_config(VisionTransformer(**SMALL).config, token_keep_rate=0.5)
+    full = ViTShape.from_config(VisionTransformer(**SMALL).config)
+    assert vit_flops(shape, "infer") == vit_flops(full, "infer")
+    assert vit_flops(shape, "train")["blocks"] < 0.55 * vit_flops(full, "train")["blocks"]
+
+
+@pytest.mark.parametrize(
+    "mode,precision,ckpt",
+    [("train", "fp32", False), ("train", "bf16", False), ("train", "fp32", True), ("train", "bf16", True),
+     ("infer", "fp32", False), ("infer", "bf16", False)],
+)
+def test_memory_estimate_within_10_percent_of_measured(mode, precision, ckpt):
+    torch.manual_seed(0)
+    model = VisionTransformer(**SMALL)
+    shape = ViTShape.from_config(model.config)
+    est = estimate_memory(shape, 16, mode, precision, "adamw", ckpt, num_params=sum(p.numel() for p in model.parameters()))
+    measured = measure_step(model, 16, mode, precision, "adamw", ckpt)
+    assert abs(est.peak - measured.peak_bytes) / measured.peak_bytes < 0.10, (est.peak, measured.peak_bytes)
+
+
+def test_memory_terms_behave():
+    shape = ViTShape.from_config(vitkit.create_model("vit_base_patch16_224").config)
+    small, big = estimate_memory(shape, 8), estimate_memory(shape, 64)
+    assert big.peak > small.peak and big.activations > 7 * small.activations
+    bf16 = estimate_memory(shape, 64, precision="bf16")
+    assert bf16.activations < big.activations and bf16.weight_copies > 0
+    ckpt = estimate_memory(shape, 64, grad_checkpointing=True)
+    assert ckpt.peak < big.peak / 2
+    sharded = estimate_memory(shape, 8, shard_factor=4)
+    assert sharded.optimizer_states == small.optimizer_states // 4
+    explicit = estimate_memory(shape, 8, fused_attention=False)
+    assert explicit.attention_workspace > 0 and explicit.peak > small.peak
+    assert estimate_memory(shape, 8, "infer", "int8").weights < estimate_memory(shape, 8, "infer", "bf16").weights
+    with pytest.raises(ValueError, match="int8 is an inference precision"):
+        estimate_memory(shape, 8, "train", "int8")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        estimate_memory(shape, 8, precision="fp8")
+
+
+def test_plan_table_and_largest_batch_is_the_boundary():
+    req = PlanRequest("vit_base_patch16_224", batch=256, precision="bf16")
+    result = plan(req)
+    assert result.params == 86_567_656
+    names = {a.name for a in result.accelerators}
+    assert {"RTX3060-12GB", "RTX3090-24GB", "RTX4090-24GB", "A100-40GB", "A100-80GB", "H100-80GB", "H200-141GB",
+            "L4-24GB", "T4-16GB"} <= names
+    shape, params, _ = _shape(req)
+    for fit in result.accelerators:
+        acc = get_accelerator(fit.name)
+        if fit.max_micro_batch:
+            assert _needed(acc, _memory(req, shape, params, fit.max_micro_batch)) <= acc.memory_bytes
+        assert _needed(acc, _memory(req, shape, params, fit.max_micro_batch + 1)) > acc.memory_bytes
+        if not fit.fits:
+            assert fit.suggestion and fit.suggestion_gib is not None and fit.suggestion_gib * 2**30 <= acc.memory_bytes
+    rtx3060 = next(a for a in result.accelerators if a.name == "RTX3060-12GB")
+    assert not rtx3060.fits and "accumulation" in rtx3060.suggestion
+    assert "RTX3060-12GB" in format_plan(result)
+
+
+def test_plan_suggests_fsdp_when_one_device_cannot_hold_the_states():
+    # a 48-block ViT-H (0.94 B params): weights + grads + AdamW states alone are 15 GB
+    req = PlanRequest("vit_huge_patch14_224", batch=8, precision="bf16", overrides={"depth": 48})
+    fit = plan(req, accelerators=["RTX3060-12GB"]).accelerators[0]
+    assert not fit.fits and fit.max_micro_batch == 0 and "FSDP over 2 devices" in fit.suggestion
+
+
+def test_t4_has_no_bf16_and_plans_fp16():
+    result = plan(PlanRequest("vit_small_patch16_224", batch=4096, precision="fp32"), accelerators=["T4"])
+    assert "fp16 autocast" in result.accelerators[0].suggestion
+    bf16 = plan(PlanRequest("vit_small_patch16_224", batch=32, precision="bf16"), accelerators=["T4"])
+    assert "no bf16" in bf16.accelerators[0].suggestion and bf16.accelerators[0].epoch_hours is not None
+
+
+def test_plan_errors_are_clear():
+    with pytest.raises(ValueError, match="not divisible by devices x accum"):
+        plan(PlanRequest("vit_tiny_patch16_224", batch=30, accum=4))
+    with pytest.raises(ValueError, match="unknown accelerator 'B200'"):
+        plan(PlanRequest("vit_tiny_patch16_224", gpu="B200"))
+    with pytest.raises(KeyError, match="unknown model"):
+        plan(PlanRequest("vit_teeny"))
+
+
+def test_plan_command_json_with_measure(capsys):
+    from vitkit.plan.cli_commands import add_subcommands
+
+    parser = argparse.ArgumentParser()
+    add_subcommands(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["plan", "vit_tiny_patch4_32", "--batch", "8", "--precision", "fp32", "--gpu", "cpu:16",
+                              "--measure", "--json", "--dataset-size", "50000", "--throughput", "1000"])
+    assert args.func(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert abs(out["measured"]["memory_error"]) < 0.10
+    assert abs(out["measured"]["flops_error"]) < 0.02
+    assert out["accelerators"][0]["epoch_hours"] == pytest.approx(50000 / 1000 / 3600)
