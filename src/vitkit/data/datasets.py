@@ -131,11 +131,25 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
     return np.flatnonzero(mask), carved_idx
 
 
-def subset(ds: ArrayDataset, indices: np.ndarray, split: str, materialize: Callable | None = None) -> ArrayDataset:
-    """The rows ``indices`` of ``ds`` as a new dataset with the same classes and statistics."""
-    images = materialize(indices) if materialize is not None else ds.images[indices]
+def subset(ds: ArrayDataset, indices: np.ndarray, split: str, tag: str = "") -> ArrayDataset:
+    """The rows ``indices`` of ``ds`` as a new dataset with the same classes and statistics.
+
+    A cache-backed dataset gets its subset as a cache entry of its own (memmap), so carving a validation split
+    out of a large training set never loads it into RAM.
+    """
     meta = dict(ds.meta, parent_split=ds.split, parent_size=len(ds))
-    return ArrayDataset(images, ds.labels[indices], ds.classes, ds.mean, ds.std, name=ds.name, split=split, meta=meta)
+    parent_dir = ds.meta.get("cache", {}).get("directory")
+    if isinstance(ds.images, np.memmap) and parent_dir:
+        from .cache import open_entry, subset_entry
+
+        parent = open_entry(Path(parent_dir))
+        if parent is not None:
+            entry = subset_entry(parent, indices, tag or split)
+            meta["cache"] = {"directory": str(entry.directory), "hit": ds.meta["cache"].get("hit", False)}
+            return ArrayDataset(entry.images, entry.labels, ds.classes, ds.mean, ds.std, name=ds.name, split=split,
+                                meta=meta)
+    return ArrayDataset(ds.images[indices], ds.labels[indices], ds.classes, ds.mean, ds.std, name=ds.name,
+                        split=split, meta=meta)
 
 
 # -- built-in kinds --------------------------------------------------------------------------------------------
@@ -194,8 +208,8 @@ def _resolve_kind(name_or_path: str | os.PathLike) -> tuple[str, Path | None]:
     if text.startswith("imagefolder:"):
         return "imagefolder", Path(text[len("imagefolder:") :]).expanduser()
     path = Path(text).expanduser()
-    if path.is_dir():
-        return "imagefolder", path
+    if path.is_dir() or not isinstance(name_or_path, str) or os.sep in text or text.startswith((".", "~")):
+        return "imagefolder", path  # looks like a path: a missing one gets the layout error naming it
     raise ValueError(
         f"unknown dataset {text!r}: expected 'digits', 'synthetic', 'cifar10', 'cifar100', "
         f"'imagefolder:<root>' or an existing ImageFolder directory"
@@ -210,7 +224,13 @@ def _native_split(kind: str, root: Path | None, split: str, options: dict[str, A
         return _digits_split("test" if split == "val" else split)
     if kind == "synthetic":
         return _synthetic_split(split, **options)
-    raise ValueError(f"dataset kind {kind!r} is not available")
+    if kind == "imagefolder":
+        from .imagefolder import load_split
+
+        return load_split(root, split, **options)
+    from .cifar import load_split as load_cifar_split
+
+    return load_cifar_split(kind, split, **options)
 
 
 def build_dataset(
@@ -243,7 +263,7 @@ def build_dataset(
         pool = _native_split(kind, root, "train", options)
         keep, carved = stratified_split(pool.labels, float(val_fraction), seed)
         idx = keep if split == "train" else carved
-        ds = subset(pool, idx, split)
+        ds = subset(pool, idx, split, tag=f"{split}-frac{val_fraction:g}-seed{seed}")
         source = f"train minus {val_fraction:g} carved for val" if split == "train" else f"{val_fraction:g} of train"
         ds.meta.update(split_source=source, val_fraction=float(val_fraction), split_seed=seed)
         return ds
