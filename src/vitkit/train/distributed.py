@@ -99,6 +99,46 @@ def _fsdp_no_sync(model: nn.Module):
         model.set_requires_gradient_sync(True)
 
 
+def model_state_dict(model: nn.Module, raw_model: nn.Module, info: DistInfo) -> dict:
+    """The full (unsharded) model state on rank 0. Under FSDP2 a collective: every rank must call it."""
+    if info.strategy != "fsdp":
+        return raw_model.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def optimizer_state_dict(model: nn.Module, optimizer: torch.optim.Optimizer, info: DistInfo) -> dict:
+    if info.strategy != "fsdp":
+        return optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    return get_optimizer_state_dict(model, optimizer,
+                                    options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def load_model_and_optimizer(model: nn.Module, raw_model: nn.Module, optimizer: torch.optim.Optimizer,
+                             model_state: dict, optim_state: dict, info: DistInfo) -> None:
+    """Inverse of the two functions above; under FSDP2 rank 0's full state is scattered into the shards."""
+    if info.strategy != "fsdp":
+        raw_model.load_state_dict(model_state)
+        optimizer.load_state_dict(optim_state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
+
+    options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+    set_model_state_dict(model, model_state, options=options)
+    set_optimizer_state_dict(model, optimizer, optim_state, options=options)
+
+
+def all_reduce_max(value: int, device: torch.device, info: DistInfo) -> int:
+    if not info.enabled:
+        return value
+    t = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
+
+
 def all_reduce_sum(values: list[float], device: torch.device, info: DistInfo) -> list[float]:
     """Sum a few scalars (counts, loss sums) over ranks: metrics are then exact, not averages of averages."""
     if not info.enabled:
@@ -127,6 +167,7 @@ def cleanup(info: DistInfo) -> None:
 
 
 __all__ = [
-    "DistInfo", "setup_distributed", "device_for", "wrap_model", "no_sync", "all_reduce_sum", "barrier",
+    "DistInfo", "setup_distributed", "device_for", "wrap_model", "no_sync", "all_reduce_sum", "all_reduce_max",
+    "barrier", "model_state_dict", "optimizer_state_dict", "load_model_and_optimizer",
     "broadcast_object", "cleanup",
 ]

@@ -25,7 +25,8 @@ from .autobatch import find_micro_batch
 from .checkpoint import capture_rng, keep_history, load_train_state, resolve_resume, restore_rng, save_train_state
 from .config import Config
 from .distributed import (
-    DistInfo, all_reduce_sum, barrier, broadcast_object, cleanup, device_for, no_sync, setup_distributed, wrap_model,
+    DistInfo, all_reduce_sum, barrier, broadcast_object, cleanup, device_for, load_model_and_optimizer,
+    model_state_dict, no_sync, optimizer_state_dict, setup_distributed, wrap_model,
 )
 from .evaluate import autocast, evaluate, prepare_batch
 from .monitor import Monitor, block_grad_norms, peak_memory_mb
@@ -169,8 +170,7 @@ def _train(cfg: Config, model: nn.Module | None, info: DistInfo, device: torch.d
         path = resolve_resume(cfg.checkpoint.resume, cfg.checkpoint.out_dir, cfg.checkpoint.run_name or cfg.model.name)
         resumed = load_train_state(path)
         run_dir = path.parent
-        raw_model.load_state_dict(resumed["model"])
-        optimizer.load_state_dict(resumed["optimizer"])
+        load_model_and_optimizer(model, raw_model, optimizer, resumed["model"], resumed["optimizer"], info)
         fresh_schedule = dict(scheduler.lr_lambdas[0].__dict__)
         scheduler.load_state_dict(resumed["scheduler"])
         for fn in scheduler.lr_lambdas:  # the schedule's shape follows this run's config (e.g. a raised max_steps)
@@ -193,34 +193,49 @@ def _train(cfg: Config, model: nn.Module | None, info: DistInfo, device: torch.d
                   f"{steps_per_epoch} steps/epoch, {total_steps} steps, {precision} on {device}")
 
     def training_state(epoch_to_run: int, loader_state: dict) -> dict:
+        """Everything to continue bit for bit. Under FSDP2 a collective (the full state is gathered to rank 0)."""
         return {
-            "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "model": model_state_dict(model, raw_model, info), "optimizer": optimizer_state_dict(model, optimizer, info),
+            "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(), "ema": ema.state_dict() if ema is not None else {},
             "step": step, "epoch": epoch_to_run, "loader": loader_state, "best": best, "bad_epochs": bad_epochs,
             "geometry": [per_rank, accum, info.world_size], "rng": capture_rng(aug_gen), "config": cfg.to_dict(),
         }
 
-    def save_last(epoch_to_run: int, loader_state: dict) -> None:
+    def save_last(epoch_to_run: int, loader_state: dict, name: str = "last.pt") -> None:
+        state = training_state(epoch_to_run, loader_state) if info.is_main or info.strategy == "fsdp" else None
         if info.is_main:
-            save_train_state(run_dir / "last.pt", training_state(epoch_to_run, loader_state))
+            save_train_state(run_dir / name, state)
 
     def save_weights(module: nn.Module, name: str, extra: dict) -> None:
+        """A vitkit .safetensors that rebuilds the model by itself (under FSDP2 the full weights, gathered)."""
         from .. import save_checkpoint
+        from ..models.registry import build_from_config
 
+        weights = model_state_dict(model, module, info) if info.strategy == "fsdp" else None
         if not info.is_main:
             return
         meta = {"class_names": list(train_ds.classes), "mean": list(mean), "std": list(std), "dataset": cfg.data.name,
                 "img_size": list(size), **extra}
-        if hasattr(unwrap_model(module), "config"):
+        if weights is not None:  # an unsharded twin on the meta device, filled with the gathered tensors
+            with torch.device("meta"):
+                twin = build_from_config(module.arch, module.config)
+            twin.load_state_dict(weights, assign=True)
+            twin.model_name, twin.data_config = cfg.model.name, getattr(module, "data_config", {})
+            module = twin
+        if hasattr(module, "config"):
             save_checkpoint(module, run_dir / name, metadata=meta)
         else:  # a user module (train(cfg, model=...)) that vitkit cannot rebuild: its weights alone
             from safetensors.torch import save_file
 
             with atomic_path(run_dir / name) as tmp:
-                save_file({k: v.detach().cpu().contiguous() for k, v in unwrap_model(module).state_dict().items()},
+                save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()},
                           str(tmp), metadata={"extra": json.dumps(meta)})
 
     def run_eval(module: nn.Module, loader) -> dict:
+        """Under DDP through the plain module: DDP's forward may broadcast buffers, a collective that would hang
+        when the ranks' eval shards differ by a batch. FSDP2 needs its wrapper; evaluate() keeps ranks in step."""
+        module = model if module is raw_model and info.strategy == "fsdp" else module
         return evaluate(module, loader, num_classes=train_ds.num_classes, mean=mean, std=std, device=device,
                         precision=precision, out_size=out_size, info=info)
 
@@ -270,10 +285,11 @@ def _train(cfg: Config, model: nn.Module | None, info: DistInfo, device: torch.d
                 continue
 
             # one optimizer step
+            if info.enabled:  # every rank must agree to stop, or the others would hang in the next all-reduce
+                step_loss.fill_(all_reduce_sum([float(step_loss)], device, info)[0])
             if precision != "fp16" and not torch.isfinite(step_loss):  # fp16: the scaler skips such steps itself
                 debug = run_dir / f"nonfinite-step{step + 1}.pt"
-                if info.is_main:
-                    save_train_state(debug, training_state(epoch, train_loader.state_dict()))
+                save_last(epoch, train_loader.state_dict(), name=debug.name)
                 raise NonFiniteLossError(
                     f"non-finite loss ({float(step_loss)}) at optimizer step {step + 1} (epoch {epoch + 1}, batch "
                     f"{batch_idx + 1}/{batches}); the state before this step is saved in {debug}")
@@ -325,7 +341,7 @@ def _train(cfg: Config, model: nn.Module | None, info: DistInfo, device: torch.d
         record = {"kind": "epoch", "step": step, "epoch": epoch + 1, "epoch_time_s": time.perf_counter() - t_epoch,
                   "train_loss": loss_sum / max(count, 1), "train_acc1": correct / max(count, 1) * 100}
         if (epoch + 1) % tc.eval_every == 0 or epoch + 1 == tc.epochs or stop_reason:
-            val = run_eval(model, val_loader)
+            val = run_eval(raw_model, val_loader)
             record.update(val_loss=val["loss"], val_acc1=val["acc1"], val_acc5=val["acc5"])
             if ema is not None:
                 ema_val = run_eval(ema.module, val_loader)
@@ -357,11 +373,12 @@ def _train(cfg: Config, model: nn.Module | None, info: DistInfo, device: torch.d
                                "steps": step, "epochs": epoch, "micro_batch": per_rank * info.world_size,
                                "accum_steps": accum, "processes": info.world_size, "rank": info.rank, "stop_reason": stop_reason or "finished"}
     best_path = run_dir / "best.safetensors"
-    if info.strategy != "fsdp" and best_path.is_file():
+    summary["test_weights"] = "final" if info.strategy == "fsdp" or not best_path.is_file() else "best"
+    if summary["test_weights"] == "best":
         from ..weights import read_state_dict
 
         raw_model.load_state_dict(read_state_dict(best_path))
-    test = run_eval(model, test_loader)
+    test = run_eval(raw_model, test_loader)
     wall = time.perf_counter() - t_start
     summary.update({
         f"best_{cfg.checkpoint.metric}": best, "test_acc1": test["acc1"], "test_acc5": test["acc5"],

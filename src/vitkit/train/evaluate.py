@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..utils.fileio import atomic_path, atomic_write_text
-from .distributed import DistInfo, all_reduce_sum
+from .distributed import DistInfo, all_reduce_max, all_reduce_sum
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -55,6 +55,9 @@ def evaluate(
     model.eval()
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
     loss_sum = top5 = 0.0
+    # FSDP2 gathers weights inside forward, a collective: ranks with a shorter eval shard run dummy batches
+    lockstep = info is not None and info.strategy == "fsdp"
+    dummy_batches = all_reduce_max(len(loader), device, info) - len(loader) if lockstep else 0
     for images, labels in loader:
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         with autocast(device, precision):
@@ -66,6 +69,9 @@ def evaluate(
         confusion += torch.bincount(labels * num_classes + logits.argmax(1), minlength=num_classes**2).view(
             num_classes, num_classes
         )
+    for _ in range(dummy_batches):
+        with autocast(device, precision):
+            model(prepare_batch(images[:1], mean, std, out_size))
     model.train(was_training)
     if info is not None and info.enabled:
         import torch.distributed as dist
