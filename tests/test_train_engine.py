@@ -142,3 +142,19 @@ def test_compile_matches_eager(tmp_path):
                        if json.loads(line)["kind"] == "step"])
     assert len(losses[0]) == 2
     assert losses[0] == pytest.approx(losses[1], rel=1e-4, abs=1e-5)
+
+
+def test_eval_cli_reports_and_draws_the_confusion_matrix(tmp_path, capsys):
+    from vitkit.cli import main
+
+    summary = train(tiny_config(tmp_path, "train.max_steps=2"))
+    best = Path(summary["run_dir"]) / "best.safetensors"
+    with pytest.raises(ValueError, match="predicts 4 classes but 'synthetic' has 10"):
+        main(["eval", str(best), "--data", "synthetic"])
+    args = ["eval", str(best), "--data", "synthetic", "--out", str(tmp_path / "ev"), "--data-arg", "num_samples=128",
+            "--data-arg", "image_size=8", "--data-arg", "num_classes=4", "--json"]
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["acc1"] == pytest.approx(summary["test_acc1"])  # same weights, same test split
+    assert len(result["per_class_acc"]) == 4 and (tmp_path / "ev" / "confusion.png").stat().st_size > 1000
+    assert sum(map(sum, result["confusion"])) == 128 and (tmp_path / "ev" / "eval.json").is_file()

@@ -78,9 +78,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from .train import evaluate_checkpoint
 
+    from .train import ConfigError, parse_override
+
     out = args.out or str(Path(args.checkpoint).parent / f"eval-{args.split}")
+    try:
+        options = dict(parse_override(text) for text in args.data_arg)
+    except ConfigError as err:
+        print(f"error: --data-arg: {err}", file=sys.stderr)
+        return 2
     result = evaluate_checkpoint(args.checkpoint, args.data, split=args.split, root=args.root,
-                                 batch_size=args.batch_size, precision=args.precision, device=args.device, out_dir=out)
+                                 batch_size=args.batch_size, precision=args.precision, device=args.device, out_dir=out,
+                                 dataset_kwargs=options)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -121,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="a vitkit .safetensors file (e.g. runs/<run>/best.safetensors)")
     p.add_argument("--data", required=True, help="digits, synthetic, cifar10, or a folder")
     p.add_argument("--root", help="root folder for cifar10/cifar100 python batches")
+    p.add_argument("--data-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="an option of the dataset kind, as data.kwargs in training (e.g. num_samples=128)")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))

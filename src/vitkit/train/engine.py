@@ -330,7 +330,8 @@ def _train(cfg: Config, model: nn.Module | None, info: DistInfo, device: torch.d
                 monitor.close()
                 os._exit(3)  # testing aid: die like a killed process, nothing flushed or cleaned
             if step >= total_steps:
-                stop_reason = f"reached {total_steps} optimizer steps"
+                stop_reason = f"reached train.max_steps={total_steps}" if total_steps < tc.epochs * steps_per_epoch \
+                    else "finished"
                 break
             t_wait_start = time.perf_counter()
         monitor.end_epoch()

@@ -130,14 +130,18 @@ def evaluate_checkpoint(
     precision: str = "fp32",
     device: str = "cpu",
     out_dir: str | Path | None = None,
+    dataset_kwargs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a vitkit .safetensors checkpoint on a dataset split; writes eval.json and confusion.png to out_dir."""
+    """Evaluate a vitkit .safetensors checkpoint on a dataset split; writes eval.json and confusion.png to out_dir.
+
+    ``dataset_kwargs``: options of the dataset kind (e.g. synthetic ``num_samples``), as ``data.kwargs`` in training.
+    """
     from .. import load_checkpoint
     from ..data import build_dataset, build_loader
 
     model = load_checkpoint(checkpoint, map_location=device)
     extra = getattr(model, "checkpoint_meta", {}).get("extra", {})
-    ds = build_dataset(data, split, **({"root": root} if root else {}))
+    ds = build_dataset(data, split, **({"root": root} if root else {}), **(dataset_kwargs or {}))
     mean, std = extra.get("mean", ds.mean), extra.get("std", ds.std)
     classes = extra.get("class_names", ds.classes)
     if model.num_classes != ds.num_classes:
