@@ -92,3 +92,9 @@ def test_cli_print_config_resolves_shorthands(capsys):
     cfg = yaml.safe_load(capsys.readouterr().out)
     assert cfg["data"]["name"] == "synthetic" and cfg["model"]["name"] == "vit_tiny_patch4_32"
     assert cfg["train"]["epochs"] == 3 and cfg["optim"]["lr"] == pytest.approx(1e-4)
+
+
+def test_per_sample_options_need_the_per_sample_pipeline():
+    with pytest.raises(ConfigError, match="data.auto_augment needs data.pipeline=per_sample"):
+        load_config(None, ["data.auto_augment=randaugment"])
+    assert load_config(None, ["data.pipeline=per_sample", "data.auto_augment=randaugment"]).data.auto_augment

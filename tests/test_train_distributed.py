@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_helpers import REPO, TINY, cli_sets, last_weights, max_abs_diff, tiny_config
-
 import torch.distributed as dist
 
 import vitkit
+from train_helpers import REPO, TINY, cli_sets, last_weights, max_abs_diff, tiny_config
 from vitkit.train import train
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs gloo")

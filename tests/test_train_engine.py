@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_helpers import last_weights, max_abs_diff, tiny_config
 
 import vitkit
+from train_helpers import last_weights, max_abs_diff, tiny_config
 from vitkit.train import NonFiniteLossError, train
 from vitkit.train.engine import build_model
 
@@ -118,10 +118,13 @@ def test_auto_batch_keeps_the_effective_batch(tmp_path):
 
 
 @pytest.mark.parametrize("switch", ["train.precision=bf16", "model.token_keep_rate=0.5", "optim.layer_decay=0.7",
-                                    "data.mixup_alpha=0.8", "train.label_smoothing=0.1", "schedule.name=step"])
+                                    "data.mixup_alpha=0.8", "train.label_smoothing=0.1", "schedule.name=step",
+                                    "log.progress=bar", "data.pipeline=per_sample"])
 def test_switches_train(tmp_path, switch):
-    summary = train(tiny_config(tmp_path, switch, "train.max_steps=2", "data.cutmix_alpha=1.0"
-                                if switch.startswith("data.mixup") else "data.flip=true"))
+    extra = {"data.mixup_alpha=0.8": ["data.cutmix_alpha=1.0"],
+             "data.pipeline=per_sample": ["data.num_workers=0", "data.auto_augment=trivialaugment",
+                                          "data.mixup_alpha=0.5", "data.scale_min=0.5"]}.get(switch, ["data.flip=true"])
+    summary = train(tiny_config(tmp_path, switch, "train.max_steps=2", *extra))
     assert summary["steps"] == 2 and summary["test_acc1"] is not None
 
 

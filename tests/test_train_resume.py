@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_helpers import REPO, TINY, cli_sets, last_weights, run_cli, tiny_config
 
+from train_helpers import REPO, TINY, cli_sets, last_weights, run_cli, tiny_config
 from vitkit.train import train
 from vitkit.train.checkpoint import load_train_state, resolve_resume, save_train_state
 

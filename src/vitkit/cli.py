@@ -76,9 +76,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .train import evaluate_checkpoint
-
-    from .train import ConfigError, parse_override
+    from .train import ConfigError, evaluate_checkpoint, parse_override
 
     out = args.out or str(Path(args.checkpoint).parent / f"eval-{args.split}")
     try:

@@ -6,7 +6,7 @@ signal (it swaps, or the kernel kills the process), so there the candidate is ca
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -51,6 +51,12 @@ class DataConfig:
     val_fraction: float = 0.1  # carved from train for datasets without a val split
     num_workers: int | None = None
     cache_dir: str | None = None
+    pipeline: Literal["batch", "per_sample"] = "batch"  # batch: cached uint8 batches + BatchAugment on the device
+    # (small images); per_sample: torchvision v2 transforms per image in DataLoader workers (large images)
+    scale_min: float = 0.08  # per_sample: RandomResizedCrop scale range (scale_min, 1)
+    auto_augment: Literal["randaugment", "trivialaugment", "autoaugment", "autoaugment-cifar10"] | None = None
+    random_erasing: float = 0.0  # per_sample: RandomErasing probability
+    crop_pct: float = 0.875  # per_sample evaluation: resize to size / crop_pct, then centre-crop
     crop_padding: int = 0  # random-crop padding in pixels; 0 = off (on 8x8 digits a 1-pixel shift costs ~6 points)
     flip: bool = False  # digits are not mirror-symmetric
     mixup_alpha: float = 0.0
@@ -65,6 +71,13 @@ class DataConfig:
         _require(self.img_size is None or self.img_size >= 1, "data.img_size", "must be >= 1", self.img_size)
         _require(0.0 <= self.val_fraction < 1.0, "data.val_fraction", "must be in [0, 1)", self.val_fraction)
         _require(self.crop_padding >= 0, "data.crop_padding", "must be >= 0", self.crop_padding)
+        _require(0.0 < self.scale_min <= 1.0, "data.scale_min", "must be in (0, 1]", self.scale_min)
+        _require(0.0 < self.crop_pct <= 1.0, "data.crop_pct", "must be in (0, 1]", self.crop_pct)
+        _require(0.0 <= self.random_erasing <= 1.0, "data.random_erasing", "must be in [0, 1]", self.random_erasing)
+        if self.pipeline == "batch":
+            for key, off in (("auto_augment", None), ("random_erasing", 0.0)):
+                _require(getattr(self, key) == off, f"data.{key}", "needs data.pipeline=per_sample",
+                         getattr(self, key))
         for key in ("mixup_alpha", "cutmix_alpha"):
             _require(getattr(self, key) >= 0.0, f"data.{key}", "must be >= 0", getattr(self, key))
         for key in ("mix_prob", "switch_prob"):

@@ -12,7 +12,7 @@ import json
 import math
 import os
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +25,22 @@ from .autobatch import find_micro_batch
 from .checkpoint import capture_rng, keep_history, load_train_state, resolve_resume, restore_rng, save_train_state
 from .config import Config
 from .distributed import (
-    DistInfo, all_reduce_sum, barrier, broadcast_object, cleanup, device_for, load_model_and_optimizer,
-    model_state_dict, no_sync, optimizer_state_dict, setup_distributed, wrap_model,
+    DistInfo,
+    all_reduce_sum,
+    barrier,
+    broadcast_object,
+    cleanup,
+    device_for,
+    load_model_and_optimizer,
+    model_state_dict,
+    no_sync,
+    optimizer_state_dict,
+    setup_distributed,
+    wrap_model,
 )
-from .evaluate import autocast, evaluate, prepare_batch
+from .evaluate import autocast, evaluate
 from .monitor import Monitor, block_grad_norms, peak_memory_mb
-from .optim import build_optimizer, build_scheduler, unwrap_model
+from .optim import build_optimizer, build_scheduler
 
 
 class NonFiniteLossError(RuntimeError):
@@ -59,7 +69,7 @@ def _datasets(cfg: Config):
 
 
 def _new_run_dir(cfg: Config, info: DistInfo) -> Path:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     base = Path(cfg.checkpoint.out_dir) / f"{cfg.checkpoint.run_name or cfg.model.name}-{stamp}"
     path = base
     if info.is_main:
@@ -131,11 +141,22 @@ def _train(cfg: Config, model: nn.Module | None, info: DistInfo, device: torch.d
         micro = find_micro_batch(per_rank * accum, device, tc.cpu_batch_cap,
                                  lambda b: _try_batch(model, b, train_ds.channels, size, device, precision))
         accum, per_rank = per_rank * accum // micro, micro
-    train_loader = build_loader(train_ds, per_rank, train=True, seed=tc.seed, device=device,
+    per_sample = cfg.data.pipeline == "per_sample"
+    train_tf = eval_tf = None
+    if per_sample:  # workers decode, crop, augment and normalise each image; batches arrive as floats
+        from ..data.transforms import build_eval_transform, build_train_transform
+
+        train_tf = build_train_transform(
+            size, mean=mean, std=std, scale=(cfg.data.scale_min, 1.0), hflip=0.5 if cfg.data.flip else 0.0,
+            random_crop_padding=cfg.data.crop_padding or None, auto_augment=cfg.data.auto_augment,
+            random_erasing=cfg.data.random_erasing)
+        eval_tf = build_eval_transform(size, mean=mean, std=std, crop_pct=cfg.data.crop_pct)
+    train_loader = build_loader(train_ds, per_rank, train=True, seed=tc.seed, device=device, transform=train_tf,
                                 num_workers=cfg.data.num_workers, rank=info.rank, world_size=info.world_size)
     eval_bs = max(1, (cfg.data.eval_batch_size or 2 * cfg.data.batch_size) // info.world_size)
     val_loader, test_loader = (build_loader(ds, eval_bs, train=False, device=device, num_workers=cfg.data.num_workers,
-                                            rank=info.rank, world_size=info.world_size) for ds in (val_ds, test_ds))
+                                            transform=eval_tf, rank=info.rank, world_size=info.world_size)
+                               for ds in (val_ds, test_ds))
     batches = len(train_loader)
     if batches == 0:
         raise ValueError(f"the training split has {len(train_ds)} images, fewer than one batch of {per_rank}")
@@ -144,10 +165,13 @@ def _train(cfg: Config, model: nn.Module | None, info: DistInfo, device: torch.d
 
     mixing = cfg.data.mixup_alpha > 0 or cfg.data.cutmix_alpha > 0
     aug_gen = torch.Generator().manual_seed(tc.seed * 1009 + info.rank)
+    # batch pipeline: crop/flip/normalise/resize + mixing here; per_sample: only the mixing (identity normalisation)
     augment = BatchAugment(
-        train_ds.num_classes, mean, std, crop_padding=cfg.data.crop_padding, flip=cfg.data.flip,
-        mixup_alpha=cfg.data.mixup_alpha, cutmix_alpha=cfg.data.cutmix_alpha, mix_prob=cfg.data.mix_prob,
-        switch_prob=cfg.data.switch_prob, label_smoothing=tc.label_smoothing if mixing else 0.0, out_size=out_size,
+        train_ds.num_classes, (0.0,) * train_ds.channels if per_sample else mean,
+        (1.0,) * train_ds.channels if per_sample else std, crop_padding=0 if per_sample else cfg.data.crop_padding,
+        flip=cfg.data.flip and not per_sample, mixup_alpha=cfg.data.mixup_alpha, cutmix_alpha=cfg.data.cutmix_alpha,
+        mix_prob=cfg.data.mix_prob, switch_prob=cfg.data.switch_prob,
+        label_smoothing=tc.label_smoothing if mixing else 0.0, out_size=None if per_sample else out_size,
         generator=aug_gen,
     )
     criterion = nn.CrossEntropyLoss(label_smoothing=0.0 if mixing else tc.label_smoothing)  # soft targets if mixing
@@ -170,6 +194,9 @@ def _train(cfg: Config, model: nn.Module | None, info: DistInfo, device: torch.d
         path = resolve_resume(cfg.checkpoint.resume, cfg.checkpoint.out_dir, cfg.checkpoint.run_name or cfg.model.name)
         resumed = load_train_state(path)
         run_dir = path.parent
+        if resumed["geometry"] != [per_rank, accum, info.world_size]:
+            raise ValueError(f"{path} was saved with (batch per process, accum_steps, processes) = "
+                             f"{tuple(resumed['geometry'])}, this run has {(per_rank, accum, info.world_size)}")
         load_model_and_optimizer(model, raw_model, optimizer, resumed["model"], resumed["optimizer"], info)
         fresh_schedule = dict(scheduler.lr_lambdas[0].__dict__)
         scheduler.load_state_dict(resumed["scheduler"])
@@ -179,9 +206,6 @@ def _train(cfg: Config, model: nn.Module | None, info: DistInfo, device: torch.d
         if ema is not None:
             ema.load_state_dict(resumed["ema"])
         step, epoch, best, bad_epochs = resumed["step"], resumed["epoch"], resumed["best"], resumed["bad_epochs"]
-        if resumed["geometry"] != [per_rank, accum, info.world_size]:
-            raise ValueError(f"{path} was saved with (batch per process, accum_steps, processes) = "
-                             f"{tuple(resumed['geometry'])}, this run has {(per_rank, accum, info.world_size)}")
         restore_rng(resumed["rng"], aug_gen)
     else:
         run_dir = _new_run_dir(cfg, info)
@@ -241,7 +265,6 @@ def _train(cfg: Config, model: nn.Module | None, info: DistInfo, device: torch.d
 
     # --- the loop --------------------------------------------------------------------------------------------------
     higher_better = cfg.checkpoint.metric == "val_acc1"
-    history_epochs: list[dict] = []
     stop_reason = None
     model.train()
     while epoch < tc.epochs and stop_reason is None:
@@ -265,10 +288,7 @@ def _train(cfg: Config, model: nn.Module | None, info: DistInfo, device: torch.d
             group_size = min(accum, batches - group_start)  # the epoch's last group may be short
             last_micro = batch_idx == group_start + group_size - 1
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            if images.dtype == torch.uint8:
-                x, y = augment(images, labels)
-            else:  # the per-sample path already normalised (and resized) it
-                x, y = prepare_batch(images, mean, std, out_size), labels
+            x, y = augment(images, labels)
             with no_sync(model, skip=not last_micro), autocast(device, precision):
                 logits = model(x)
                 loss = criterion(logits.float(), y)
@@ -309,8 +329,9 @@ def _train(cfg: Config, model: nn.Module | None, info: DistInfo, device: torch.d
             step += 1
             step_loss.zero_()
 
-            monitor.step(1, {"loss": float(sums[0] / sums[2]), "lr": scheduler.get_last_lr()[-1]} if log_now else None)
-            if log_now:
+            if not log_now:
+                monitor.step(1)
+            else:
                 now = time.perf_counter()
                 record = {
                     "kind": "step", "step": step, "epoch": epoch + (batch_idx + 1) / batches,
@@ -321,6 +342,8 @@ def _train(cfg: Config, model: nn.Module | None, info: DistInfo, device: torch.d
                 }
                 if blocks:
                     record["block_grad_norm"] = blocks
+                monitor.step(1, {"loss": record["train_loss"], "acc": record["train_acc1"], "lr": record["lr"],
+                                 "img/s": round(record["img_per_s"])})
                 monitor.log(record, step, line=True)
                 sums.zero_()
                 t_log, wait, log_images = now, 0.0, 0
@@ -358,7 +381,6 @@ def _train(cfg: Config, model: nn.Module | None, info: DistInfo, device: torch.d
                 bad_epochs += 1
             if tc.early_stop_patience and bad_epochs >= tc.early_stop_patience:
                 stop_reason = f"early stop: {cfg.checkpoint.metric} did not improve for {bad_epochs} evaluations"
-        history_epochs.append(record)
         monitor.log(record, step, line=True)
         if monitor.mode == "bar":
             monitor.print("  ".join(f"{k} {v:.4g}" for k, v in record.items() if isinstance(v, float)))
