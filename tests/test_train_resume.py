@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -22,6 +23,7 @@ RANDOM_EVERYTHING = [
     "train.deterministic=true", "train.epochs=3", "train.accum_steps=2", "data.batch_size=16", "train.ema=true",
     "data.crop_padding=1", "data.flip=true", "data.mixup_alpha=0.4", "data.cutmix_alpha=1.0",
     "model.drop_path_rate=0.1", "model.drop_rate=0.1", "model.token_keep_rate=0.75", "train.label_smoothing=0.1",
+    "log.every_steps=1",
 ]
 
 
@@ -48,6 +50,8 @@ def test_resume_after_kill_mid_epoch_is_bitwise_identical(tmp_path):
     ema_b = load_train_state(Path(straight["run_dir"]) / "last.pt")["ema"]
     assert all(torch.equal(ema_a[k], ema_b[k]) for k in ema_a)
     assert (run_dir / "summary.json").is_file()
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "step"] == list(range(1, 13))  # step 7 logged once
 
 
 def test_resume_auto_finds_the_newest_run(tmp_path):

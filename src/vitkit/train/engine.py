@@ -211,7 +211,7 @@ def _train(cfg: Config, model: nn.Module | None, info: DistInfo, device: torch.d
         run_dir = _new_run_dir(cfg, info)
     if info.is_main:
         atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
-    monitor = Monitor(run_dir, cfg.log, enabled=info.is_main, resume=resumed is not None)
+    monitor = Monitor(run_dir, cfg.log, enabled=info.is_main, resume_step=step if resumed is not None else None)
     monitor.print(f"run {run_dir}: {cfg.model.name}, {sum(p.numel() for p in raw_model.parameters()) / 1e6:.2f}M "
                   f"params, {len(train_ds)} train images, batch {per_rank}x{info.world_size} procs x{accum} accum, "
                   f"{steps_per_epoch} steps/epoch, {total_steps} steps, {precision} on {device}")

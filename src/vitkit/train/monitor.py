@@ -43,8 +43,12 @@ def block_grad_norms(model: torch.nn.Module) -> dict[str, float]:
 
 
 class Monitor:
-    def __init__(self, run_dir: Path | None, cfg: LogConfig, enabled: bool, resume: bool = False):
-        """``run_dir`` None or ``enabled`` False (ranks > 0) makes every method a no-op but keeps the interface."""
+    def __init__(self, run_dir: Path | None, cfg: LogConfig, enabled: bool, resume_step: int | None = None):
+        """``run_dir`` None or ``enabled`` False (ranks > 0) makes every method a no-op but keeps the interface.
+
+        ``resume_step``: continuing a run from that optimizer step; records logged after it (by the interrupted
+        process, which will redo those steps) are dropped so metrics.jsonl and the curves hold each step once.
+        """
         self.cfg = cfg
         self.enabled = enabled and run_dir is not None
         self.run_dir = run_dir
@@ -59,8 +63,10 @@ class Monitor:
         if not self.enabled:
             return
         path = run_dir / "metrics.jsonl"
-        if resume and path.exists():  # keep the history written before the interruption for curves.png
-            self.history = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        if resume_step is not None and path.exists():  # keep the history written before the interruption
+            lines = [line for line in path.read_text().splitlines() if line.strip()]
+            self.history = [r for r in map(json.loads, lines) if r.get("step", 0) <= resume_step]
+            atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in self.history))
         self._jsonl = open(path, "a", buffering=1)
         if cfg.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
