@@ -386,7 +386,7 @@ def _train(cfg: Config, model: nn.Module | None, info: DistInfo, device: torch.d
             monitor.print("  ".join(f"{k} {v:.4g}" for k, v in record.items() if isinstance(v, float)))
         epoch += 1 if epoch_done else 0
         save_last(epoch, train_loader.state_dict())  # after a full epoch the loader already points at the next
-        if info.is_main:
+        if info.is_main and epoch_done:
             keep_history(run_dir, epoch, cfg.checkpoint.keep_last)
         resumed = None
 
