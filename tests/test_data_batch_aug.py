@@ -110,3 +110,18 @@ def test_invalid_arguments_and_labels():
         BatchAugment(10, MEAN, STD, label_smoothing=0.1)(x, y + 5)
     with pytest.raises(ValueError, match="labels must lie"):
         soft_targets(torch.tensor([3]), 3)
+
+
+def test_crop_and_flip_together_give_a_possibly_mirrored_window():
+    x, y = _batch(b=32)
+    aug = BatchAugment(10, (0.0,) * 3, (1 / 255,) * 3, crop_padding=2, generator=torch.Generator().manual_seed(4))
+    out = aug(x, y)[0].round().to(torch.uint8)
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    mirrored = 0
+    for i in range(32):
+        windows = [padded[i, :, dy : dy + 8, dx : dx + 8] for dy in range(5) for dx in range(5)]
+        plain = any(torch.equal(out[i], w) for w in windows)
+        flipped = any(torch.equal(out[i], w.flip(-1)) for w in windows)
+        assert plain or flipped
+        mirrored += flipped and not plain
+    assert 4 < mirrored < 28

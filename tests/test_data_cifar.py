@@ -77,3 +77,20 @@ def test_malformed_and_missing_batches(tmp_path):
         build_dataset("cifar10", "test", root=tmp_path / "src", cache_dir=tmp_path / "cache")
     with pytest.raises(ValueError, match="needs root="):
         build_dataset("cifar10", "train", cache_dir=tmp_path / "cache")
+
+
+def test_download_is_opt_in_and_checksummed(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_download(url, download_root, filename, md5):  # no network in tests: "extract" fake batches instead
+        calls.append((url, filename, md5))
+        make_fake_cifar10(tmp_path / "dl")
+
+    monkeypatch.setattr("torchvision.datasets.utils.download_and_extract_archive", fake_download)
+    with pytest.raises(FileNotFoundError):
+        build_dataset("cifar10", "train", root=tmp_path / "dl", cache_dir=tmp_path / "cache")
+    assert calls == []  # download=False never touches the network
+    with pytest.raises(ValueError, match="failed their md5 check"):
+        build_dataset("cifar10", "train", root=tmp_path / "dl", cache_dir=tmp_path / "cache", download=True)
+    url, filename, md5 = calls[0]
+    assert url == "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz" and md5 == "c58f30108f718f92721af3b95e74349a"

@@ -84,3 +84,9 @@ def test_stratified_split_is_seeded():
     assert np.bincount(labels[carved]).tolist() == [2, 2, 2]
     assert np.intersect1d(keep, carved).size == 0 and keep.size + carved.size == 30
     assert np.array_equal(carved, stratified_split(labels, 0.2, seed=0)[1])
+
+
+def test_storage_size_is_ignored_with_a_warning_for_in_memory_kinds():
+    with pytest.warns(UserWarning, match="storage_size=16 is ignored for 'synthetic'"):
+        ds = build_dataset("synthetic", "test", storage_size=16, num_samples=4, image_size=8)
+    assert ds.image_size == (8, 8)

@@ -54,6 +54,10 @@ def test_policy_error_raises_with_the_path(tmp_path):
     with pytest.raises(BadImageError, match=r"(corrupt|truncated)\.jpg"):
         _build(root, bad_files="error")
     assert not list((tmp_path / "cache").glob("*/meta.json"))  # nothing half-built is left usable
+    with pytest.warns(UserWarning, match="skipped"):
+        _build(root)  # an entry built under 'skip' ...
+    with pytest.raises(BadImageError, match=r"corrupt\.jpg"):
+        _build(root, bad_files="error")  # ... does not hide its bad files from a later 'error' run
 
 
 def test_cache_is_reused_and_invalidated_when_a_file_changes(tmp_path):

@@ -136,6 +136,10 @@ def test_per_sample_path_is_seeded_per_sample_and_resumable():
     c.load_state_dict({"epoch": 0, "batches_done": 2, "seed": 5})
     xc = [x for x, _ in c]
     assert len(xc) == 2 and all(torch.equal(p, q) for p, q in zip(xa[2:], xc))
+    d = build_loader(ds, 6, train=True, seed=0, transform=transform, num_workers=0)
+    list(d)  # its workers/transform were set up with seed 0 ...
+    d.load_state_dict({"epoch": 0, "batches_done": 2, "seed": 5})
+    assert all(torch.equal(p, q) for p, q in zip(xa[2:], [x for x, _ in d]))  # ... and now follow seed 5
     assert torch.equal(rng_before, torch.get_rng_state())  # the caller's RNG is not consumed
 
 

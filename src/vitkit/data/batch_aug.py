@@ -6,6 +6,7 @@ mixup/cutmix are applied to the batch tensor where it already lives (CPU or GPU)
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -13,24 +14,28 @@ import torch.nn.functional as F
 from torchvision.transforms import v2
 
 
-def _stats_tensor(values: Sequence[float], channels: int, device: torch.device) -> torch.Tensor:
-    t = torch.as_tensor(tuple(values), dtype=torch.float32, device=device)
-    if t.numel() == 1 and channels != 1:
-        t = t.expand(channels)
-    if t.numel() != channels:
-        raise ValueError(f"mean/std have {t.numel()} values but the batch has {channels} channels")
-    return t.view(1, channels, 1, 1)
+@functools.lru_cache(maxsize=64)
+def _affine(mean: tuple[float, ...], std: tuple[float, ...], channels: int, device: torch.device, uint8: bool
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift) with ``x * scale - shift == (x [/ 255] - mean) / std``; cached per device (no per-batch copy)."""
+    m = torch.tensor(mean, dtype=torch.float64)
+    s = torch.tensor(std, dtype=torch.float64)
+    if m.numel() == 1 and channels != 1:
+        m, s = m.expand(channels), s.expand(channels)
+    if m.numel() != channels or s.numel() != channels:
+        raise ValueError(f"mean/std have {m.numel()}/{s.numel()} values but the batch has {channels} channels")
+    scale = 1.0 / (s * 255.0) if uint8 else 1.0 / s
+    shift = m / s
+    return (scale.float().view(1, channels, 1, 1).to(device), shift.float().view(1, channels, 1, 1).to(device))
 
 
 def normalize_batch(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """uint8 (B, C, H, W) -> float32 ``(x / 255 - mean) / std``; the eval path for batches from the tensor loader."""
     if images.ndim != 4:
         raise ValueError(f"expected a batch (B, C, H, W), got shape {tuple(images.shape)}")
-    c = images.shape[1]
-    mean_t = _stats_tensor(mean, c, images.device)
-    std_t = _stats_tensor(std, c, images.device)
-    scale = 1.0 / (255.0 * std_t) if images.dtype == torch.uint8 else 1.0 / std_t
-    return images.to(torch.float32).mul(scale).sub_(mean_t / std_t)  # (x / 255 - mean) / std in two passes
+    scale, shift = _affine(tuple(float(v) for v in mean), tuple(float(v) for v in std), images.shape[1],
+                           images.device, images.dtype == torch.uint8)
+    return images.to(torch.float32).mul(scale).sub_(shift)
 
 
 def soft_targets(labels: torch.Tensor, num_classes: int, label_smoothing: float = 0.0) -> torch.Tensor:
@@ -102,7 +107,8 @@ class BatchAugment:
         return self.mixing or self.label_smoothing > 0
 
     def _rand(self, *shape: int) -> torch.Tensor:
-        return torch.rand(shape, generator=self.generator)
+        device = self.generator.device if self.generator is not None else "cpu"
+        return torch.rand(shape, generator=self.generator, device=device)
 
     def _crop_flip(self, images: torch.Tensor) -> torch.Tensor:
         """Random crop of the zero-padded batch and horizontal flip as ONE gather over flattened pixels.
@@ -116,11 +122,11 @@ class BatchAugment:
             return images
         dev = images.device
         offsets = (self._rand(b, 2) * (2 * p + 1)).long().clamp_(max=2 * p)
-        flips = self._rand(b) < 0.5 if self.flip else torch.zeros(b, dtype=torch.bool)
+        flips = self._rand(b) < 0.5 if self.flip else torch.zeros(b, dtype=torch.bool, device=offsets.device)
         wp = w + 2 * p
-        cols = torch.arange(w)
+        cols = torch.arange(w, device=offsets.device)
         cols = torch.where(flips.view(b, 1), cols.flip(0).view(1, w), cols.view(1, w)) + offsets[:, 1:2]  # (b, w)
-        rows = (torch.arange(h).view(1, h) + offsets[:, 0:1]) * wp  # (b, h)
+        rows = (torch.arange(h, device=offsets.device).view(1, h) + offsets[:, 0:1]) * wp  # (b, h)
         index = (rows.view(b, h, 1) + cols.view(b, 1, w)).view(b, 1, h * w).to(dev).expand(b, c, h * w)
         padded = F.pad(images, (p, p, p, p)) if p else images
         return padded.reshape(b, c, -1).gather(2, index).view(b, c, h, w)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -259,6 +260,9 @@ def build_dataset(
     options = dict(kind_kwargs)
     if kind in ("imagefolder", "cifar10", "cifar100"):
         options.update(cache_dir=cache_dir, storage_size=storage_size, bad_files=bad_files, num_workers=num_workers)
+    elif storage_size is not None:
+        warnings.warn(f"storage_size={storage_size} is ignored for {kind!r}: it is generated in memory at its own "
+                      f"size (synthetic takes image_size=...)", stacklevel=2)
     if val_fraction and split in ("train", "val"):
         pool = _native_split(kind, root, "train", options)
         keep, carved = stratified_split(pool.labels, float(val_fraction), seed)

@@ -144,10 +144,6 @@ def read_bytes(path: str | os.PathLike) -> bytes:
         raise BadImageError(path, f"cannot read file ({exc.strerror or exc})") from exc
 
 
-def read_rgb(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
-    return decode_rgb(read_bytes(path), path, max_pixels)
-
-
 def read_many_rgb(paths: Sequence[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> list[torch.Tensor | BadImageError]:
     """Decode many files; well-formed JPEGs in one batched ``decode_jpeg`` call (less per-image overhead).
 

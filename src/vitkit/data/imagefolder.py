@@ -16,7 +16,7 @@ from PIL import Image
 
 from .cache import cache_key, decode_files_into, entry_dir, file_fingerprint, load_or_build
 from .datasets import ArrayDataset
-from .decode import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS
+from .decode import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, BadImageError
 
 SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "test"), "test": ("test", "val")}
 
@@ -143,6 +143,9 @@ def load_split(
     entry, cache_info = load_or_build(entry_dir(cache_dir, root.name, split_dir.name, key), build)
     if not cache_info["hit"]:
         cache_info["workers"] = workers
+    if entry.meta["skipped"] and bad_files == "error":  # an entry built under 'skip' must not hide them now
+        path, reason = Path(entry.meta["skipped_report"]).read_text().splitlines()[0].split("\t", 1)
+        raise BadImageError(path, reason)
     if entry.meta["skipped"]:
         warnings.warn(
             f"{entry.meta['skipped']} of {entry.meta['source_files']} images in {split_dir} could not be decoded and "

@@ -76,12 +76,18 @@ class _SeededTransform(torch.utils.data.Dataset):
     def __getitem__(self, item: tuple[int, int]) -> tuple[Any, int]:
         index, epoch = item
         image, label = self.dataset[index]
+        # Seed only the CPU generator the v2 transforms draw from: torch.manual_seed would also queue CUDA seeding
+        # (with a captured traceback), costing more than the augmentation itself.
+        cpu = torch.default_generator
         if torch.utils.data.get_worker_info() is not None:
-            torch.manual_seed(_sample_seed(self.seed, epoch, index))
+            cpu.manual_seed(_sample_seed(self.seed, epoch, index))
             return self.transform(image), label
-        with torch.random.fork_rng(devices=[]):  # in the main process: leave the caller's RNG untouched
-            torch.manual_seed(_sample_seed(self.seed, epoch, index))
+        saved = cpu.get_state()  # in the main process: leave the caller's RNG untouched
+        try:
+            cpu.manual_seed(_sample_seed(self.seed, epoch, index))
             return self.transform(image), label
+        finally:
+            cpu.set_state(saved)
 
 
 class _RemainingBatches(torch.utils.data.Sampler):
@@ -205,7 +211,9 @@ class EpochLoader:
         batches_done = int(state["batches_done"])
         if not 0 <= batches_done <= len(self):
             raise ValueError(f"batches_done={batches_done} is outside this loader's epoch of {len(self)} batches")
-        self.seed = int(state.get("seed", self.seed))
+        seed = int(state.get("seed", self.seed))
+        if seed != self.seed:  # workers hold the seed of their per-sample transforms: start them afresh
+            self.seed, self._torch_loader = seed, None
         self._cached_epoch = None
         self.epoch = int(state["epoch"])
         self.batches_done = batches_done
