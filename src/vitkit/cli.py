@@ -136,6 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for eval.json and confusion.png (default: <checkpoint dir>/eval-<split>)")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
     p.set_defaults(func=cmd_eval)
+
+    from .data.cache import add_cache_arguments, build_cache_cli
+    from .plan.cli_commands import add_subcommands as add_plan_commands
+
+    p = sub.add_parser("cache", help="decode a dataset once into the uint8 memory-mapped cache (with img/s)")
+    add_cache_arguments(p).set_defaults(func=build_cache_cli)
+    add_plan_commands(sub)
     return parser
 
 

@@ -32,15 +32,12 @@ def _autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
 
-def build_optimizer(model: nn.Module, name: str, lr: float = 1e-4) -> torch.optim.Optimizer:
-    """The optimizer the planner assumes: torch's fused kernels where they exist (no temporaries)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    if name in ("adamw", "adam"):
-        cls = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
-        return cls(params, lr=lr, fused=True)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, fused=True)
-    raise ValueError(f"measurement supports adamw, adam and sgd, not {name!r}")
+def build_optimizer(model: nn.Module, name: str, device: torch.device) -> torch.optim.Optimizer:
+    """The optimizer `vitkit train` would build (its parameter groups and kernel choice), so measurements match."""
+    from ..train.config import OptimConfig
+    from ..train.optim import build_optimizer as engine_optimizer
+
+    return engine_optimizer(model, OptimConfig(name=name, lr=1e-4), device)
 
 
 def measure_step(
@@ -69,7 +66,7 @@ def measure_step(
 
     if mode == "train":
         model.train()
-        opt = build_optimizer(model, optimizer)
+        opt = build_optimizer(model, optimizer, device)
         scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16" and device.type == "cuda")
 
         def step() -> None:

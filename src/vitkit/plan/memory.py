@@ -25,10 +25,9 @@ from dataclasses import asdict, dataclass, field
 from .flops import ViTShape
 
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
-OPTIMIZERS = {  # bytes of state per parameter, and of temporaries per parameter in step()
-    "adamw": (8, 0),  # torch's fused AdamW: no temporaries
-    "adam": (8, 0),
-    "sgd": (4, 0),  # with momentum, fused
+OPTIMIZERS = {  # bytes of state per parameter, and of temporaries per parameter in step(), as `vitkit train` builds them
+    "adamw": (8, 0),  # torch's fused AdamW (CPU and CUDA): no temporaries
+    "sgd": (4, 4),  # momentum buffer; the foreach kernel's Nesterov step makes one parameter-sized temporary
 }
 MODES = ("train", "infer")
 
