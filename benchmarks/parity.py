@@ -14,7 +14,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 import parity_cases as pc  # noqa: E402
-
 from vitkit.utils.env import describe_environment  # noqa: E402
 from vitkit.utils.fileio import atomic_write_text  # noqa: E402
 

@@ -4,8 +4,11 @@
     python benchmarks/plan_accuracy.py --models vit_tiny_patch16_224 --sizes 224 --batches 8   # a corner of it
 
 Memory is measured as the peak of live tensor storage in a steady-state step (MemTracker on CPU,
-max_memory_allocated on CUDA); FLOPs by torch.utils.flop_counter during that step. Results are written after every
-point to benchmarks/results/plan_accuracy.json (or --out), so an interrupted run keeps what it measured.
+max_memory_allocated on CUDA); FLOPs by torch.utils.flop_counter on that step. A point runs for real when its step
+fits --real-budget (TFLOP, counting a bf16 step on a CPU without AVX-512 BF16 as 50x dearer), otherwise under
+FakeTensorMode (same dispatch, no arithmetic; see vitkit/plan/measure.py); points run for real are also run fake, and
+the agreement of the two methods is recorded. Results are written after every point to
+benchmarks/results/plan_accuracy.json (or --out), so an interrupted run keeps what it measured.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ def main() -> int:
     ap.add_argument("--batches", nargs="+", type=int, default=[8, 32])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "plan_accuracy.json"))
+    ap.add_argument("--execute", choices=("auto", "real", "fake"), default="auto")
+    ap.add_argument("--real-budget", type=float, default=0.6, help="TFLOP per step up to which a point runs for real")
     args = ap.parse_args()
 
     points = sorted(grid(args.models, args.sizes, args.batches),
@@ -56,8 +61,16 @@ def main() -> int:
         est = estimate_memory(shape, batch, mode, precision, "adamw", ckpt,
                               num_params=sum(p.numel() for p in model.parameters()))
         predicted_flops = vit_flops(shape, mode, ckpt)["total"] * batch
+        slow_bf16 = precision != "fp32" and args.device == "cpu" and "AVX512" not in torch.backends.cpu.get_cpu_capability()
+        cost = predicted_flops / 1e12 * (50 if slow_bf16 else 1)
+        execute = args.execute if args.execute != "auto" else ("real" if cost <= args.real_budget else "fake")
         t0 = time.perf_counter()
-        meas = measure_step(model, batch, mode, precision, "adamw", ckpt, device=args.device)
+        meas = measure_step(model, batch, mode, precision, "adamw", ckpt, device=args.device, execute=execute)
+        agreement = None
+        if execute == "real" and args.device == "cpu":
+            twin = vitkit.create_model(model_name, img_size=size)
+            fake = measure_step(twin, batch, mode, precision, "adamw", ckpt, device="cpu", execute="fake")
+            agreement = fake.peak_bytes - meas.peak_bytes
         row = {
             "model": model_name, "img_size": size, "batch": batch, "mode": mode, "precision": precision,
             "grad_checkpointing": ckpt,
@@ -65,19 +78,24 @@ def main() -> int:
             "memory_error": (est.peak - meas.peak_bytes) / meas.peak_bytes,
             "predicted_flops": predicted_flops, "measured_flops": meas.flops,
             "flops_error": (predicted_flops - meas.flops) / meas.flops,
-            "predicted_phase": est.peak_phase, "measured_breakdown": meas.breakdown,
+            "predicted_phase": est.peak_phase, "measured_breakdown": meas.breakdown, "execute": execute,
+            "fake_minus_real_bytes": agreement,
             "step_seconds": meas.step_seconds, "wall_seconds": time.perf_counter() - t0,
         }
         rows.append(row)
         print(f"{model_name:22s} {size} b{batch:<3d} {mode:5s} {precision} ckpt={int(ckpt)}  mem pred "
               f"{est.peak / 2**20:9.1f} MiB meas {meas.peak_bytes / 2**20:9.1f} MiB ({100 * row['memory_error']:+5.1f}%)"
-              f"  GFLOPs pred {predicted_flops / 1e9:9.1f} meas {meas.flops / 1e9:9.1f} ({100 * row['flops_error']:+5.2f}%)",
+              f"  GFLOPs pred {predicted_flops / 1e9:9.1f} meas {meas.flops / 1e9:9.1f} ({100 * row['flops_error']:+5.2f}%)"
+              f"  [{execute}{'' if agreement is None else f', fake-real {agreement:+d} B'}]",
               flush=True)
         result = {
             "device": args.device,
             "points": len(rows),
             "max_memory_error": max(abs(r["memory_error"]) for r in rows),
             "max_flops_error": max(abs(r["flops_error"]) for r in rows),
+            "real_points": sum(r["execute"] == "real" for r in rows),
+            "max_fake_real_disagreement_bytes": max((abs(r["fake_minus_real_bytes"]) for r in rows
+                                                     if r["fake_minus_real_bytes"] is not None), default=None),
             "goal": {"memory": 0.10, "flops": 0.02},
             "grid": rows,
             "environment": env,
@@ -86,7 +104,8 @@ def main() -> int:
         del model
         gc.collect()
     print(f"worst memory error {100 * result['max_memory_error']:.2f}%, worst FLOPs error "
-          f"{100 * result['max_flops_error']:.2f}% over {len(rows)} points -> {args.out}")
+          f"{100 * result['max_flops_error']:.2f}% over {len(rows)} points ({result['real_points']} run for real) "
+          f"-> {args.out}")
     return 0
 
 

@@ -57,6 +57,16 @@ def test_memory_estimate_within_10_percent_of_measured(mode, precision, ckpt):
     assert abs(est.peak - measured.peak_bytes) / measured.peak_bytes < 0.10, (est.peak, measured.peak_bytes)
 
 
+def test_fake_execution_measures_exactly_what_real_execution_does():
+    """FakeTensorMode runs the same dispatch without arithmetic; it is how large/bf16 grid points are measured."""
+    for mode, precision, ckpt in [("train", "bf16", True), ("infer", "fp32", False)]:
+        real = measure_step(VisionTransformer(**SMALL), 8, mode, precision, "adamw", ckpt, execute="real")
+        fake = measure_step(VisionTransformer(**SMALL), 8, mode, precision, "adamw", ckpt, execute="fake")
+        assert fake.peak_bytes == real.peak_bytes and fake.flops == real.flops
+    with pytest.raises(ValueError, match="execute must be one of"):
+        measure_step(VisionTransformer(**SMALL), 8, execute="dry")
+
+
 def test_memory_terms_behave():
     shape = ViTShape.from_config(vitkit.create_model("vit_base_patch16_224").config)
     small, big = estimate_memory(shape, 8), estimate_memory(shape, 64)

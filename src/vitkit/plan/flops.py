@@ -10,8 +10,9 @@ built on the counter's own ``sdpa_flop_count`` helpers, so CPU and CUDA counts a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
