@@ -39,6 +39,32 @@ def grid(models, sizes, batches):
             yield model, size, batch, "train", precision, ckpt
 
 
+def summarize(rows: list[dict], device: str, env: dict) -> dict:
+    return {
+        "device": device,
+        "points": len(rows),
+        "max_memory_error": max(abs(r["memory_error"]) for r in rows),
+        "max_flops_error": max(abs(r["flops_error"]) for r in rows),
+        "real_points": sum(r["execute"] == "real" for r in rows),
+        "max_fake_real_disagreement_bytes": max((abs(r["fake_minus_real_bytes"]) for r in rows
+                                                 if r["fake_minus_real_bytes"] is not None), default=None),
+        "goal": {"memory": 0.10, "flops": 0.02},
+        "grid": rows,
+        "environment": env,
+    }
+
+
+def merge(parts: list[str], out: str) -> int:
+    loaded = [json.loads(Path(p).read_text()) for p in parts]
+    rows = [r for part in loaded for r in part["grid"]]
+    result = summarize(rows, loaded[0]["device"], loaded[0]["environment"])
+    result["merged_from"] = parts
+    atomic_write_text(out, json.dumps(result, indent=2) + "\n")
+    print(f"{len(rows)} points: worst memory error {100 * result['max_memory_error']:.2f}%, worst FLOPs error "
+          f"{100 * result['max_flops_error']:.2f}%, {result['real_points']} run for real -> {out}")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224"])
@@ -48,7 +74,11 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "plan_accuracy.json"))
     ap.add_argument("--execute", choices=("auto", "real", "fake"), default="auto")
     ap.add_argument("--real-budget", type=float, default=0.6, help="TFLOP per step up to which a point runs for real")
+    ap.add_argument("--merge", nargs="+", metavar="PART.json",
+                    help="combine the JSON of runs over parts of the grid (e.g. one per model) into --out")
     args = ap.parse_args()
+    if args.merge:
+        return merge(args.merge, args.out)
 
     points = sorted(grid(args.models, args.sizes, args.batches),
                     key=lambda p: (p[1] * p[1] * p[2] * (3 if p[3] == "train" else 1), p))  # cheapest first
@@ -56,19 +86,22 @@ def main() -> int:
     env = describe_environment()
     for model_name, size, batch, mode, precision, ckpt in points:
         torch.manual_seed(0)
-        model = vitkit.create_model(model_name, img_size=size)
-        shape = ViTShape.from_config(model.config)
+        with torch.device("meta"):
+            shape_model = vitkit.create_model(model_name, img_size=size)
+        shape = ViTShape.from_config(shape_model.config)
         est = estimate_memory(shape, batch, mode, precision, "adamw", ckpt,
-                              num_params=sum(p.numel() for p in model.parameters()))
+                              num_params=sum(p.numel() for p in shape_model.parameters()))
         predicted_flops = vit_flops(shape, mode, ckpt)["total"] * batch
         slow_bf16 = precision != "fp32" and args.device == "cpu" and "AVX512" not in torch.backends.cpu.get_cpu_capability()
         cost = predicted_flops / 1e12 * (50 if slow_bf16 else 1)
         execute = args.execute if args.execute != "auto" else ("real" if cost <= args.real_budget else "fake")
+        model = vitkit.create_model(model_name, img_size=size) if execute == "real" else shape_model
         t0 = time.perf_counter()
         meas = measure_step(model, batch, mode, precision, "adamw", ckpt, device=args.device, execute=execute)
         agreement = None
         if execute == "real" and args.device == "cpu":
-            twin = vitkit.create_model(model_name, img_size=size)
+            with torch.device("meta"):
+                twin = vitkit.create_model(model_name, img_size=size)
             fake = measure_step(twin, batch, mode, precision, "adamw", ckpt, device="cpu", execute="fake")
             agreement = fake.peak_bytes - meas.peak_bytes
         row = {
@@ -88,18 +121,7 @@ def main() -> int:
               f"  GFLOPs pred {predicted_flops / 1e9:9.1f} meas {meas.flops / 1e9:9.1f} ({100 * row['flops_error']:+5.2f}%)"
               f"  [{execute}{'' if agreement is None else f', fake-real {agreement:+d} B'}]",
               flush=True)
-        result = {
-            "device": args.device,
-            "points": len(rows),
-            "max_memory_error": max(abs(r["memory_error"]) for r in rows),
-            "max_flops_error": max(abs(r["flops_error"]) for r in rows),
-            "real_points": sum(r["execute"] == "real" for r in rows),
-            "max_fake_real_disagreement_bytes": max((abs(r["fake_minus_real_bytes"]) for r in rows
-                                                     if r["fake_minus_real_bytes"] is not None), default=None),
-            "goal": {"memory": 0.10, "flops": 0.02},
-            "grid": rows,
-            "environment": env,
-        }
+        result = summarize(rows, args.device, env)
         atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
         del model
         gc.collect()

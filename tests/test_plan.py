@@ -77,6 +77,8 @@ def test_memory_terms_behave():
     assert ckpt.peak < big.peak / 2
     sharded = estimate_memory(shape, 8, shard_factor=4)
     assert sharded.optimizer_states == small.optimizer_states // 4
+    ddp = estimate_memory(shape, 8, grads_resident=True)
+    assert ddp.peak - small.peak > 0.9 * small.gradients  # DDP buckets hold the gradients all step long
     explicit = estimate_memory(shape, 8, fused_attention=False)
     assert explicit.attention_workspace > 0 and explicit.peak > small.peak
     assert estimate_memory(shape, 8, "infer", "int8").weights < estimate_memory(shape, 8, "infer", "bf16").weights

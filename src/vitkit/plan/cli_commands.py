@@ -82,5 +82,7 @@ def run_plan(args: argparse.Namespace) -> int:
               f"  error {100 * m['memory_error']:+.1f}%")
         print(f"  FLOPs/step   predicted {flops_pred / 1e9:8.1f} G    measured {m['flops'] / 1e9:8.1f} G"
               f"    error {100 * (m['flops_error'] or 0):+.2f}%")
-        print(f"  step time    {m['step_seconds']:.3f} s  ->  {req.micro_batch / m['step_seconds']:.1f} img/s")
+        rate = req.micro_batch / m["step_seconds"]
+        print(f"  step time    {m['step_seconds']:.3f} s  ->  {rate:.1f} img/s here, an epoch of "
+              f"{req.dataset_size:,} images in {req.dataset_size / rate / 3600:.2f} h")
     return 0

@@ -82,8 +82,13 @@ def estimate_memory(
     num_params: int | None = None,
     framework_bytes: int = 0,
     shard_factor: int = 1,
+    grads_resident: bool = False,
 ) -> MemoryEstimate:
-    """Estimate one device's peak for a step. ``shard_factor`` > 1 divides weights/grads/states (FSDP)."""
+    """Estimate one device's peak for a step. ``shard_factor`` > 1 divides weights/grads/states (FSDP).
+
+    ``grads_resident``: gradients occupy memory for the whole step, as with DDP (they are views into the reducer's
+    buckets), instead of appearing during backward and being freed by ``zero_grad(set_to_none=True)``.
+    """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if precision not in PRECISIONS:
@@ -151,9 +156,10 @@ def estimate_memory(
         per_block += 2 * 4 * bnd
     attn_ws = 0 if fused_attention else 2 * s * b * h * n * n  # softmax output saved + score buffer
     embed = s * img if autocast else 0  # the conv's saved input: the batch itself, or its low-precision copy
-    head_grads = 4 * (p_head + d * m)  # the first gradients of backward: head and last fc2
+    head_grads = grads if grads_resident else 4 * (p_head + d * m)  # the first gradients of backward: head, last fc2
     patch_w = shape.in_chans * shape.patch_size**2 * d
-    grads_before_block0 = grads - 4 * (p_block + patch_w + (shape.grid_tokens + shape.num_prefix_tokens) * d) // shard_factor
+    grads_before_block0 = grads if grads_resident else (
+        grads - 4 * (p_block + patch_w + (shape.grid_tokens + shape.num_prefix_tokens) * d) // shard_factor)
 
     # Start of backward, at the last block's MLP: every saved activation, plus one MLP-sized gradient and the
     # residual gradient (the GELU output is freed as its gradient appears).

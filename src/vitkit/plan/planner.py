@@ -93,6 +93,7 @@ def _memory(req: PlanRequest, shape: ViTShape, params: int, micro_batch: int | N
     return estimate_memory(
         shape, micro_batch if micro_batch is not None else r.micro_batch, r.mode, r.precision, r.optimizer,
         r.grad_checkpointing, r.fused_attention, num_params=params, shard_factor=shard,
+        grads_resident=r.strategy == "ddp" and r.devices > 1,
     )
 
 
@@ -233,6 +234,6 @@ def format_plan(p: Plan) -> str:
         how = "" if a.fits else a.suggestion + (f" -> {a.suggestion_gib:.1f} GiB" if a.suggestion_gib else "")
         lines.append(f"{a.name:14s} {a.memory_gib:7.1f} {a.needed_gib:7.2f} {'yes' if a.fits else 'no':>5s} "
                      f"{a.max_micro_batch:16d} {hours}  {how}")
-    lines.append("needs = tensor peak + CUDA context 0.5 GiB + 8% allocator overhead; epoch time from peak TFLOP/s x "
+    lines.append("needs = tensor peak (+ 0.5 GiB CUDA context + 8% allocator overhead on GPUs); epoch time from peak TFLOP/s x "
                  f"MFU {r['mfu']} over {r['dataset_size']:,} images" + (" (given throughput)" if r["throughput"] else ""))
     return "\n".join(lines)

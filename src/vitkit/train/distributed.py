@@ -67,7 +67,8 @@ def wrap_model(model: nn.Module, info: DistInfo, device: torch.device) -> nn.Mod
     if info.strategy == "ddp":
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        return DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+        # gradients as views into the reducer's buckets: no second gradient-sized buffer per process
+        return DDP(model, device_ids=[device.index] if device.type == "cuda" else None, gradient_as_bucket_view=True)
     if info.strategy == "fsdp":
         from torch.distributed.fsdp import fully_shard
 
