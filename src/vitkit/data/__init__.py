@@ -1,0 +1,11 @@
+"""Data pipeline: datasets as uint8 arrays (decoded once into a memmap cache), deterministic resumable loaders,
+batched on-device augmentation and torchvision v2 per-sample transforms."""
+
+from .batch_aug import BatchAugment, normalize_batch, soft_targets
+from .datasets import ArrayDataset, build_dataset, channel_stats, stratified_split
+from .loader import EpochLoader, build_loader
+
+__all__ = [
+    "ArrayDataset", "BatchAugment", "EpochLoader", "build_dataset", "build_loader", "channel_stats",
+    "normalize_batch", "soft_targets", "stratified_split",
+]
