@@ -137,3 +137,13 @@ def test_per_sample_path_is_seeded_per_sample_and_resumable():
     xc = [x for x, _ in c]
     assert len(xc) == 2 and all(torch.equal(p, q) for p, q in zip(xa[2:], xc))
     assert torch.equal(rng_before, torch.get_rng_state())  # the caller's RNG is not consumed
+
+
+def test_len_matches_the_batches_actually_built():
+    for n in (5, 7, 12, 13):
+        ds = _indexed_dataset(n=n)
+        for world_size in (1, 2, 3):
+            for rank in range(world_size):
+                for train in (True, False):
+                    loader = build_loader(ds, 2, train=train, drop_last=False, rank=rank, world_size=world_size)
+                    assert len(loader) == len(loader.epoch_batches()), (n, world_size, rank, train)

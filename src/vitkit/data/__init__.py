@@ -4,8 +4,9 @@ batched on-device augmentation and torchvision v2 per-sample transforms."""
 from .batch_aug import BatchAugment, normalize_batch, soft_targets
 from .datasets import ArrayDataset, build_dataset, channel_stats, stratified_split
 from .loader import EpochLoader, build_loader
+from .transforms import build_eval_transform, build_train_transform
 
 __all__ = [
     "ArrayDataset", "BatchAugment", "EpochLoader", "build_dataset", "build_loader", "channel_stats",
-    "normalize_batch", "soft_targets", "stratified_split",
+    "normalize_batch", "soft_targets", "stratified_split", "build_train_transform", "build_eval_transform",
 ]

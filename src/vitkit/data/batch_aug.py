@@ -29,10 +29,8 @@ def normalize_batch(images: torch.Tensor, mean: Sequence[float], std: Sequence[f
     c = images.shape[1]
     mean_t = _stats_tensor(mean, c, images.device)
     std_t = _stats_tensor(std, c, images.device)
-    x = images.to(torch.float32, copy=True)
-    if images.dtype == torch.uint8:
-        x = x.div_(255.0)
-    return x.sub_(mean_t).div_(std_t)
+    scale = 1.0 / (255.0 * std_t) if images.dtype == torch.uint8 else 1.0 / std_t
+    return images.to(torch.float32).mul(scale).sub_(mean_t / std_t)  # (x / 255 - mean) / std in two passes
 
 
 def soft_targets(labels: torch.Tensor, num_classes: int, label_smoothing: float = 0.0) -> torch.Tensor:
@@ -107,20 +105,25 @@ class BatchAugment:
         return torch.rand(shape, generator=self.generator)
 
     def _crop_flip(self, images: torch.Tensor) -> torch.Tensor:
-        b, _, h, w = images.shape
+        """Random crop of the zero-padded batch and horizontal flip as ONE gather over flattened pixels.
+
+        Output pixel (i, j) of sample b reads padded pixel (dy_b + i, dx_b + j), or (dy_b + i, dx_b + W-1-j) when b
+        is flipped; one index tensor covers the batch, so there is no per-sample or per-offset Python loop.
+        """
+        b, c, h, w = images.shape
         p = self.crop_padding
-        if p > 0:
-            padded = F.pad(images, (p, p, p, p))
-            offsets = (self._rand(b, 2) * (2 * p + 1)).long().clamp_(max=2 * p).to(images.device)
-            rows = (offsets[:, 0:1] + torch.arange(h, device=images.device)).view(b, 1, h, 1)
-            cols = (offsets[:, 1:2] + torch.arange(w, device=images.device)).view(b, 1, 1, w)
-            batch_idx = torch.arange(b, device=images.device).view(b, 1, 1, 1)
-            chan_idx = torch.arange(images.shape[1], device=images.device).view(1, -1, 1, 1)
-            images = padded[batch_idx, chan_idx, rows, cols]
-        if self.flip:
-            flip_mask = (self._rand(b) < 0.5).to(images.device).view(b, 1, 1, 1)
-            images = torch.where(flip_mask, images.flip(-1), images)
-        return images
+        if p == 0 and not self.flip:
+            return images
+        dev = images.device
+        offsets = (self._rand(b, 2) * (2 * p + 1)).long().clamp_(max=2 * p)
+        flips = self._rand(b) < 0.5 if self.flip else torch.zeros(b, dtype=torch.bool)
+        wp = w + 2 * p
+        cols = torch.arange(w)
+        cols = torch.where(flips.view(b, 1), cols.flip(0).view(1, w), cols.view(1, w)) + offsets[:, 1:2]  # (b, w)
+        rows = (torch.arange(h).view(1, h) + offsets[:, 0:1]) * wp  # (b, h)
+        index = (rows.view(b, h, 1) + cols.view(b, 1, w)).view(b, 1, h * w).to(dev).expand(b, c, h * w)
+        padded = F.pad(images, (p, p, p, p)) if p else images
+        return padded.reshape(b, c, -1).gather(2, index).view(b, c, h, w)
 
     def _mix(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if float(self._rand(1)) >= self.mix_prob:

@@ -208,8 +208,8 @@ def _resolve_kind(name_or_path: str | os.PathLike) -> tuple[str, Path | None]:
     if text.startswith("imagefolder:"):
         return "imagefolder", Path(text[len("imagefolder:") :]).expanduser()
     path = Path(text).expanduser()
-    if path.is_dir():
-        return "imagefolder", path
+    if path.is_dir() or not isinstance(name_or_path, str) or os.sep in text or text.startswith((".", "~")):
+        return "imagefolder", path  # looks like a path: a missing one gets the layout error naming it
     raise ValueError(
         f"unknown dataset {text!r}: expected 'digits', 'synthetic', 'cifar10', 'cifar100', "
         f"'imagefolder:<root>' or an existing ImageFolder directory"

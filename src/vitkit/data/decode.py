@@ -17,8 +17,12 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms.v2 import functional as TF
+
+try:  # deprecated since torchvision 0.29 in favour of torchcodec; without it every file goes through PIL
+    from torchvision.io import ImageReadMode, decode_jpeg
+except ImportError:  # pragma: no cover - a future torchvision
+    decode_jpeg = None
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 DEFAULT_MAX_PIXELS = int(Image.MAX_IMAGE_PIXELS or 89_478_485)  # PIL's decompression-bomb limit
@@ -101,9 +105,15 @@ def _pil_to_rgb(image: Image.Image, path: str | os.PathLike) -> torch.Tensor:
     return torch.from_numpy(rgb.copy()).permute(2, 0, 1)
 
 
+def _libjpeg(data: torch.Tensor | list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The image decoding and encoding", category=DeprecationWarning)
+        return decode_jpeg(data, mode=ImageReadMode.RGB)
+
+
 def _fast_jpeg(data: bytes, path: str | os.PathLike, max_pixels: int) -> bool:
     """Whether ``data`` can go to libjpeg-turbo directly (size already checked against the limit)."""
-    header = jpeg_header(data)
+    header = jpeg_header(data) if decode_jpeg is not None else None
     if header is None or header[2] not in (1, 3):  # not found, or CMYK/YCCK: PIL decides
         return False
     _check_pixels(header[0], header[1], path, max_pixels)
@@ -120,7 +130,7 @@ def decode_rgb(data: bytes, path: str | os.PathLike = "<bytes>", max_pixels: int
         raise BadImageError(path, "empty file")
     if _fast_jpeg(data, path, max_pixels):
         try:
-            return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+            return _libjpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8))
         except RuntimeError:
             pass  # let PIL have the final word (and give the error message) on JPEGs libjpeg-turbo rejects
     return _decode_pil(data, path, max_pixels)
@@ -159,7 +169,7 @@ def read_many_rgb(paths: Sequence[str], max_pixels: int = DEFAULT_MAX_PIXELS) ->
     if fast:
         try:
             tensors = [torch.frombuffer(bytearray(data), dtype=torch.uint8) for _, data in fast]
-            for (i, _), image in zip(fast, decode_jpeg(tensors, mode=ImageReadMode.RGB)):
+            for (i, _), image in zip(fast, _libjpeg(tensors)):
                 out[i] = image
         except RuntimeError:  # one bad file fails the batch: decode these one by one to find it
             for i, data in fast:

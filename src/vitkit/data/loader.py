@@ -168,7 +168,8 @@ class EpochLoader:
         return self._cached_epoch[1]
 
     def __len__(self) -> int:
-        n = len(shard_indices(np.arange(len(self.dataset)), self.rank, self.world_size, pad=self.train))
+        total, ws = len(self.dataset), self.world_size
+        n = -(-total // ws) if self.train else len(range(self.rank, total, ws))  # == len(self._shard(epoch))
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     @property
@@ -229,19 +230,20 @@ class EpochLoader:
             images, labels = images.pin_memory(), labels.pin_memory()
         return images, labels
 
-    def _to_device(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _to_device(self, images: torch.Tensor, labels: torch.Tensor, nhwc: bool = False
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
         non_blocking = self.pin_memory and self.device.type == "cuda"
         images = images.to(self.device, non_blocking=non_blocking)
         labels = labels.to(self.device, non_blocking=non_blocking)
-        if images.dtype == torch.uint8 and images.ndim == 4 and images.shape[-1] == self.dataset.channels:
-            images = images.permute(0, 3, 1, 2).contiguous()  # NHWC in storage -> NCHW for the model
+        if nhwc:  # storage order -> NCHW for the model, done on the device
+            images = images.permute(0, 3, 1, 2).contiguous()
         return images, labels
 
     def _tensor_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         todo = self.epoch_batches()[self.batches_done :]
         if self.num_workers <= 0:
             for index in todo:
-                yield self._to_device(*self._gather(index))
+                yield self._to_device(*self._gather(index), nhwc=True)
             return
         yield from self._prefetched(todo)
 
@@ -267,7 +269,7 @@ class EpochLoader:
             while (item := slots.get()) is not None:
                 if isinstance(item, BaseException):
                     raise item
-                yield self._to_device(*item)
+                yield self._to_device(*item, nhwc=True)
         finally:
             stop.set()
             while worker.is_alive():  # unblock a producer waiting on a full queue
