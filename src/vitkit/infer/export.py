@@ -77,15 +77,18 @@ class ExportReport:
 
 
 class OnnxModel:
-    """An ONNX file behind onnxruntime, called like a module: float tensor (B, C, H, W) in, logits tensor out."""
+    """An ONNX file behind onnxruntime, called like a module: float tensor (B, C, H, W) in, logits tensor out.
+
+    ``threads`` defaults to torch's intra-op thread count, so one knob (torch.set_num_threads) governs both
+    runtimes and comparisons between them use the same number of cores.
+    """
 
     def __init__(self, path: str | Path, threads: int | None = None, providers: list[str] | None = None) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            options.intra_op_num_threads = threads
+        options.intra_op_num_threads = threads or torch.get_num_threads()
         self.path = Path(path)
         self.session = ort.InferenceSession(
             str(path), options, providers=providers or ["CPUExecutionProvider"]
