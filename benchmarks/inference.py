@@ -165,8 +165,8 @@ def main() -> int:
         backends = [b for b in args.backends.split(",") if b != "eager_bf16" or name in args.bf16_models.split(",")]
         print(f"{name}: {n} images, load {os.getloadavg()}", flush=True)
         result["models"][name] = bench_model(name, images[:n], args.batch, args.latency_calls, backends)
-    result["machine"]["loadavg_end"] = list(os.getloadavg())
-    atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
+        result["machine"]["loadavg_end"] = list(os.getloadavg())
+        atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")  # after each model: a long run keeps its part
     print(markdown_table(result))
     print(f"wrote {args.out}")
     return 0
