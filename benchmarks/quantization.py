@@ -56,6 +56,7 @@ def main() -> int:
         "threads": args.threads, "checkpoint": args.checkpoint, "model": model.checkpoint_meta["model_name"],
         "model_config": {k: model.config[k] for k in ("embed_dim", "depth", "num_heads", "patch_size", "img_size")},
         "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 3), "test_images": len(ds),
+        "checkpoint_training": {k: v for k, v in model.checkpoint_meta["extra"].items() if k != "class_names"},
         "paths": {},
     }
     with tempfile.TemporaryDirectory(prefix="vitkit-quant-") as tmp:
