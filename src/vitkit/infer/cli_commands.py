@@ -108,6 +108,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from ..utils.fileio import atomic_write_text
     from .bench import format_bench_table, run_bench
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)  # onnxruntime sessions follow torch's setting
     model = _load_model(args.model)
     backends = args.backends.split(",") if args.backends else None
     kwargs = {"backends": backends} if backends else {}
@@ -174,6 +178,7 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--reps", type=int, default=5, help="repetitions of the throughput batch (median reported)")
     p.add_argument("--latency-reps", type=int, default=20, help="batch-1 calls for p50/p95")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, help="intra-op CPU threads for every backend (default: torch's)")
     p.add_argument("--json", help="write the full result as JSON here")
     p.set_defaults(func=cmd_bench)
 
