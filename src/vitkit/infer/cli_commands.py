@@ -1,0 +1,208 @@
+"""`vitkit predict | export | bench | serve`: argument parsing only; each command calls one function of vitkit.infer.
+
+``add_subcommands(subparsers)`` registers them on vitkit's main parser; ``python -m vitkit.infer.cli_commands``
+runs them standalone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+
+def _reported(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Expected failures (a missing file, bad input, a failed export check) end as one clear line, not a traceback."""
+
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        from .export import ExportParityError
+
+        try:
+            return command(args)
+        except (FileNotFoundError, ValueError, KeyError, ExportParityError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+
+    return run
+
+
+def _load_model(source: str):
+    """A checkpoint path, or a registered model name (random weights: enough for speed, not for accuracy)."""
+    from .. import create_model, load_checkpoint
+
+    if Path(source).exists() or source.endswith(".safetensors"):
+        return load_checkpoint(source)
+    return create_model(source)
+
+
+@_reported
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import Predictor, expand_inputs, format_predictions, predict_paths
+
+    paths, problems = expand_inputs(args.inputs)
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    if args.strict and problems:
+        return 2
+    if not paths:
+        print("error: no images to predict", file=sys.stderr)
+        return 2
+    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, precision=args.precision)
+    run = predict_paths(predictor, paths, batch_size=args.batch_size, topk=args.topk, strict=args.strict)
+    for failure in run.failures:
+        print(f"skipped {failure.path}: {failure.reason}", file=sys.stderr)
+    text = format_predictions(run.predictions, args.format)
+    if args.output:
+        from ..utils.fileio import atomic_write_text
+
+        atomic_write_text(args.output, text + "\n")
+    else:
+        print(text)
+    return 1 if not run.predictions else 0
+
+
+@_reported
+def cmd_export(args: argparse.Namespace) -> int:
+    import torch
+
+    from .export import export_model
+    from .predict import expand_inputs
+    from .preprocess import InferenceSpec
+
+    model = _load_model(args.checkpoint)
+    check = None
+    if args.check_images:
+        from ..data.decode import BadImageError, read_many_rgb
+
+        paths, problems = expand_inputs(args.check_images)
+        if problems:
+            print("error: " + "; ".join(problems), file=sys.stderr)
+            return 2
+        images = [img for img in read_many_rgb([str(p) for p in paths[: args.max_check_images]])
+                  if not isinstance(img, BadImageError)]
+        if not images:
+            print("error: none of the check images could be decoded", file=sys.stderr)
+            return 2
+        transform = InferenceSpec.from_model(model).transform()
+        check = torch.stack([transform(img) for img in images])
+    report = export_model(
+        model, args.format, args.out, check_inputs=check, atol=args.atol, opset=args.opset, exporter=args.exporter
+    )
+    print(report.describe())
+    if args.format == "onnx" and args.int8:
+        from .quantize import quantize_onnx_int8
+
+        out = Path(args.out)
+        dst = quantize_onnx_int8(out, out.with_name(out.stem + ".int8.onnx"))
+        print(f"ONNX Runtime INT8 (dynamic, per-channel weights) -> {dst} ({dst.stat().st_size / 1e6:.1f} MB); "
+              f"INT8 is not held to the fp32 tolerance: measure its accuracy with `vitkit bench` or an eval")
+    return 0
+
+
+@_reported
+def cmd_bench(args: argparse.Namespace) -> int:
+    from ..utils.fileio import atomic_write_text
+    from .bench import format_bench_table, run_bench
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)  # onnxruntime sessions follow torch's setting
+    model = _load_model(args.model)
+    backends = args.backends.split(",") if args.backends else None
+    kwargs = {"backends": backends} if backends else {}
+    result = run_bench(
+        model, batch_size=args.batch_size, warmup=args.warmup, reps=args.reps, latency_reps=args.latency_reps,
+        device=args.device, log=None, **kwargs,
+    )
+    result["command"] = " ".join(["vitkit", *sys.argv[1:]])
+    print(format_bench_table(result))
+    if args.json:
+        atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+@_reported
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import ServeConfig, serve
+
+    config = ServeConfig(
+        max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_bytes=args.max_bytes, max_pixels=args.max_pixels,
+        topk=args.topk,
+    )
+    serve(args.checkpoint, host=args.host, port=args.port, config=config, device=args.device,
+          precision=args.precision, log_level=args.log_level)
+    return 0
+
+
+def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
+    from .bench import BACKENDS
+    from .export import DEFAULT_ATOL, EXPORT_FORMATS
+    from .predict import PRECISIONS
+
+    p = subparsers.add_parser("predict", help="top-k labels for images, files, folders or globs")
+    p.add_argument("checkpoint", help="a vitkit .safetensors checkpoint")
+    p.add_argument("inputs", nargs="+", help="image files, folders (recursive) or glob patterns")
+    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    p.add_argument("--output", help="write the predictions to this file instead of stdout")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="bf16/fp16 = autocast; int8 = dynamic quantization of Linear layers (CPU)")
+    p.add_argument("--strict", action="store_true", help="fail on the first unreadable image instead of skipping")
+    p.set_defaults(func=cmd_predict)
+
+    p = subparsers.add_parser("export", help="export to ONNX, TorchScript, safetensors or a Hugging Face folder, verified")
+    p.add_argument("checkpoint", help="a vitkit checkpoint, or a registered model name")
+    p.add_argument("--format", choices=EXPORT_FORMATS, required=True)
+    p.add_argument("--out", required=True, help="output file (a folder for --format hf)")
+    p.add_argument("--check-images", nargs="+", help="real images (files/folders/globs) for the parity check")
+    p.add_argument("--max-check-images", type=int, default=16)
+    p.add_argument("--atol", type=float, default=DEFAULT_ATOL, help="max abs logit difference allowed (fp32)")
+    p.add_argument("--opset", type=int, help="ONNX opset (default 17, or 18 with --exporter dynamo)")
+    p.add_argument("--exporter", choices=("torchscript", "dynamo"), default="torchscript", help="ONNX exporter")
+    p.add_argument("--int8", action="store_true", help="ONNX only: also write an ONNX Runtime INT8 model beside it")
+    p.set_defaults(func=cmd_export)
+
+    p = subparsers.add_parser("bench", help="latency and throughput across eager, compile, ONNX Runtime and INT8")
+    p.add_argument("model", help="a vitkit checkpoint or a registered model name")
+    p.add_argument("--batch-size", type=int, default=32, help="batch for the throughput figure")
+    p.add_argument("--backends", help=f"comma-separated subset of {','.join(BACKENDS)}")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--reps", type=int, default=5, help="repetitions of the throughput batch (median reported)")
+    p.add_argument("--latency-reps", type=int, default=20, help="batch-1 calls for p50/p95")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, help="intra-op CPU threads for every backend (default: torch's)")
+    p.add_argument("--json", help="write the full result as JSON here")
+    p.set_defaults(func=cmd_bench)
+
+    p = subparsers.add_parser("serve", help="HTTP prediction service with micro-batching and /metrics")
+    p.add_argument("checkpoint")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-batch", type=int, default=16)
+    p.add_argument("--max-wait-ms", type=float, default=10.0)
+    p.add_argument("--max-bytes", type=int, default=10 * 1024 * 1024, help="largest request body")
+    p.add_argument("--max-pixels", type=int, default=40_000_000, help="largest decoded image (width x height)")
+    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    p.add_argument("--log-level", default="info")
+    p.set_defaults(func=cmd_serve)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vitkit", description="vitkit inference commands")
+    add_subcommands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

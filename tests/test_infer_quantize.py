@@ -1,0 +1,90 @@
+"""INT8: PyTorch dynamic quantization and ONNX Runtime dynamic quantization, saved, reloaded and evaluated."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import vitkit
+from infer_helpers import tiny_model
+from vitkit.infer import (
+    OnnxModel,
+    export_model,
+    load_quantized,
+    quantize_dynamic_int8,
+    quantize_onnx_int8,
+    save_quantized,
+    top1_accuracy,
+)
+
+
+def _confident_model() -> nn.Module:
+    """A model whose logits are far apart, as a trained one's are, so INT8 noise cannot flip a near-tie."""
+    model = tiny_model(embed_dim=64)
+    with torch.no_grad():
+        model.head.weight.mul_(30)
+    return model
+
+
+def _labelled_batches(model: nn.Module, n_batches: int = 4) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(1)
+    batches = []
+    with torch.no_grad():
+        for _ in range(n_batches):
+            x = torch.randn(16, 3, 32, 32, generator=g)
+            y = model(x).argmax(-1)
+            y[:4] = (y[:4] + 1) % 10  # a quarter wrong labels: fp32 accuracy is 75%, not a trivial 100%
+            batches.append((x, y))
+    return batches
+
+
+def test_torch_int8_replaces_linears_and_keeps_accuracy():
+    model = _confident_model()
+    q = quantize_dynamic_int8(model)
+    assert not any(type(m) is nn.Linear for m in q.modules())
+    assert any("quantized" in type(m).__module__ for m in q.modules())
+    assert any(type(m) is nn.Linear for m in model.modules())  # the original is untouched
+    batches = _labelled_batches(model)
+    fp32, int8 = top1_accuracy(model, batches), top1_accuracy(q, batches)
+    assert fp32["top1"] == 0.75 and fp32["n"] == 64
+    agreement = (fp32["predictions"] == int8["predictions"]).float().mean()
+    assert agreement >= 0.95 and abs(int8["top1"] - fp32["top1"]) <= 0.05
+
+
+def test_train_engine_evaluate_accepts_a_quantized_model():
+    evaluate = pytest.importorskip("vitkit.train.evaluate").evaluate
+    model = _confident_model()
+    batches = _labelled_batches(model, 2)
+    kwargs = dict(num_classes=10, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), device=torch.device("cpu"))
+    fp32 = evaluate(model, batches, **kwargs)
+    int8 = evaluate(quantize_dynamic_int8(model), batches, **kwargs)
+    assert fp32["acc1"] == 75.0 and abs(int8["acc1"] - fp32["acc1"]) <= 5.0
+
+
+def test_save_and_load_quantized(tmp_path):
+    model = _confident_model()
+    vitkit.save_checkpoint(model, tmp_path / "fp32.safetensors", metadata={"class_names": list("abcdefghij")})
+    q = quantize_dynamic_int8(vitkit.load_checkpoint(tmp_path / "fp32.safetensors"))
+    path = save_quantized(q, tmp_path / "int8.pt")
+    reloaded = load_quantized(path)
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(reloaded(x), q(x))
+    assert reloaded.checkpoint_meta["extra"]["class_names"] == list("abcdefghij")
+    assert path.stat().st_size < 0.5 * (tmp_path / "fp32.safetensors").stat().st_size
+    with pytest.raises(ValueError, match="not a vitkit int8 model"):
+        torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pt")
+        load_quantized(tmp_path / "other.pt")
+
+
+def test_onnx_runtime_int8(tmp_path):
+    model = _confident_model()
+    fp32_path = export_model(model, "onnx", tmp_path / "m.onnx").path
+    int8_path = quantize_onnx_int8(fp32_path, tmp_path / "m.int8.onnx")
+    assert int8_path.stat().st_size < 0.5 * fp32_path.stat().st_size
+    batches = _labelled_batches(model)
+    fp32, int8 = top1_accuracy(model, batches), top1_accuracy(OnnxModel(int8_path), batches)
+    assert (fp32["predictions"] == int8["predictions"]).float().mean() >= 0.95
+    with pytest.raises(FileNotFoundError, match="ONNX model not found"):
+        quantize_onnx_int8(tmp_path / "missing.onnx", tmp_path / "x.onnx")
