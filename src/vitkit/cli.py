@@ -84,9 +84,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(f"error: --data-arg: {err}", file=sys.stderr)
         return 2
+    transform = None
+    precision = args.precision
+    if precision == "int8":  # dynamic INT8 Linear layers on the CPU; the rest of the model runs in fp32
+        from .infer.quantize import quantize_dynamic_int8
+
+        transform, precision = quantize_dynamic_int8, "fp32"
     result = evaluate_checkpoint(args.checkpoint, args.data, split=args.split, root=args.root,
-                                 batch_size=args.batch_size, precision=args.precision, device=args.device, out_dir=out,
-                                 dataset_kwargs=options)
+                                 batch_size=args.batch_size, precision=precision, device=args.device, out_dir=out,
+                                 dataset_kwargs=options, model_transform=transform)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -131,17 +137,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an option of the dataset kind, as data.kwargs in training (e.g. num_samples=128)")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16", "int8"),
+                   help="int8: dynamic INT8 quantization of the Linear layers (CPU)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", help="folder for eval.json and confusion.png (default: <checkpoint dir>/eval-<split>)")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
     p.set_defaults(func=cmd_eval)
 
     from .data.cache import add_cache_arguments, build_cache_cli
+    from .infer.cli_commands import add_subcommands as add_infer_commands
     from .plan.cli_commands import add_subcommands as add_plan_commands
 
     p = sub.add_parser("cache", help="decode a dataset once into the uint8 memory-mapped cache (with img/s)")
     add_cache_arguments(p).set_defaults(func=build_cache_cli)
+    add_infer_commands(sub)
     add_plan_commands(sub)
     return parser
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -131,24 +132,29 @@ def evaluate_checkpoint(
     device: str = "cpu",
     out_dir: str | Path | None = None,
     dataset_kwargs: dict[str, Any] | None = None,
+    model_transform: Callable[[nn.Module], nn.Module] | None = None,
 ) -> dict[str, Any]:
     """Evaluate a vitkit .safetensors checkpoint on a dataset split; writes eval.json and confusion.png to out_dir.
 
     ``dataset_kwargs``: options of the dataset kind (e.g. synthetic ``num_samples``), as ``data.kwargs`` in training.
+    ``model_transform``: applied to the loaded model before evaluation, e.g. INT8 quantization (vitkit.infer).
     """
     from .. import load_checkpoint
     from ..data import build_dataset, build_loader
 
     model = load_checkpoint(checkpoint, map_location=device)
     extra = getattr(model, "checkpoint_meta", {}).get("extra", {})
+    num_classes, img_size = model.num_classes, tuple(model.config["img_size"])
+    if model_transform is not None:
+        model = model_transform(model)
     ds = build_dataset(data, split, **({"root": root} if root else {}), **(dataset_kwargs or {}))
     mean, std = extra.get("mean", ds.mean), extra.get("std", ds.std)
     classes = extra.get("class_names", ds.classes)
-    if model.num_classes != ds.num_classes:
-        raise ValueError(f"{checkpoint} predicts {model.num_classes} classes but {data!r} has {ds.num_classes}")
+    if num_classes != ds.num_classes:
+        raise ValueError(f"{checkpoint} predicts {num_classes} classes but {data!r} has {ds.num_classes}")
     if classes != list(ds.classes):
         raise ValueError(f"{checkpoint} was trained on classes {classes[:5]}... but {data!r} has {ds.classes[:5]}...")
-    out_size = tuple(model.config["img_size"])
+    out_size = img_size
     loader = build_loader(ds, batch_size, train=False)
     dev = torch.device(device)
     metrics = evaluate(model, loader, num_classes=ds.num_classes, mean=mean, std=std, device=dev,
