@@ -52,16 +52,16 @@ def test_memory_estimate_within_10_percent_of_measured(mode, precision, ckpt):
     torch.manual_seed(0)
     model = VisionTransformer(**SMALL)
     shape = ViTShape.from_config(model.config)
-    est = estimate_memory(shape, 16, mode, precision, "adamw", ckpt, num_params=sum(p.numel() for p in model.parameters()))
-    measured = measure_step(model, 16, mode, precision, "adamw", ckpt)
+    est = estimate_memory(shape, 8, mode, precision, "adamw", ckpt, num_params=sum(p.numel() for p in model.parameters()))
+    measured = measure_step(model, 8, mode, precision, "adamw", ckpt)
     assert abs(est.peak - measured.peak_bytes) / measured.peak_bytes < 0.10, (est.peak, measured.peak_bytes)
 
 
 def test_fake_execution_measures_exactly_what_real_execution_does():
     """FakeTensorMode runs the same dispatch without arithmetic; it is how large/bf16 grid points are measured."""
     for mode, precision, ckpt in [("train", "bf16", True), ("infer", "fp32", False)]:
-        real = measure_step(VisionTransformer(**SMALL), 8, mode, precision, "adamw", ckpt, execute="real")
-        fake = measure_step(VisionTransformer(**SMALL), 8, mode, precision, "adamw", ckpt, execute="fake")
+        real = measure_step(VisionTransformer(**SMALL), 4, mode, precision, "adamw", ckpt, execute="real")
+        fake = measure_step(VisionTransformer(**SMALL), 4, mode, precision, "adamw", ckpt, execute="fake")
         assert fake.peak_bytes == real.peak_bytes and fake.flops == real.flops
     with pytest.raises(ValueError, match="execute must be one of"):
         measure_step(VisionTransformer(**SMALL), 8, execute="dry")
@@ -136,7 +136,7 @@ def test_plan_command_json_with_measure(capsys):
 
     parser = argparse.ArgumentParser()
     add_subcommands(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["plan", "vit_tiny_patch4_32", "--batch", "8", "--precision", "fp32", "--gpu", "cpu:16",
+    args = parser.parse_args(["plan", "vit_digits_patch2_8", "--batch", "32", "--precision", "fp32", "--gpu", "cpu:16",
                               "--measure", "--json", "--dataset-size", "50000", "--throughput", "1000"])
     assert args.func(args) == 0
     out = json.loads(capsys.readouterr().out)
