@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..models.registry import build_from_config
-from ..utils.fileio import atomic_path
+from ..utils.fileio import atomic_path, load_weights_only
 
 QUANTIZED_FORMAT = "vitkit-int8-dynamic"
 
@@ -62,13 +62,7 @@ def save_quantized(model: nn.Module, path: str | Path) -> Path:
 
 def load_quantized(path: str | Path) -> nn.Module:
     """Rebuild a model saved by :func:`save_quantized` (weights-only unpickling: no arbitrary code runs)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"quantized model not found: {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"{path} is not a readable weights-only torch file ({err})") from None
+    payload = load_weights_only(path, "quantized vitkit model")
     if not isinstance(payload, dict) or payload.get("format") != QUANTIZED_FORMAT:
         raise ValueError(f"{path} is not a vitkit int8 model (expected format {QUANTIZED_FORMAT!r})")
     meta = json.loads(payload["meta"])

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..utils.fileio import atomic_path
+from ..utils.fileio import atomic_path, load_weights_only
 
 STATE_VERSION = 1
 
@@ -58,13 +58,7 @@ def save_train_state(path: str | Path, state: dict[str, Any]) -> Path:
 
 
 def load_train_state(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"training state not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"{path} is not a readable vitkit training state ({err})") from None
+    state = load_weights_only(path, "vitkit training state")
     if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
         raise ValueError(f"{path} is not a vitkit training state (version {STATE_VERSION} expected)")
     return state

@@ -42,3 +42,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def load_weights_only(path: str | os.PathLike, what: str = "weights-only torch file"):
+    """``torch.load(weights_only=True)`` with errors that name the file: never unpickles arbitrary objects."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # UnpicklingError for foreign objects, RuntimeError for truncated files, ...
+        raise ValueError(f"{path} could not be read as a {what} ({err})") from None

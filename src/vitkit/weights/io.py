@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ..models.registry import build_from_config
-from ..utils.fileio import atomic_path
+from ..utils.fileio import atomic_path, load_weights_only
 from .convert import LoadReport, load_into_model
 
 FORMAT_TAG = "vitkit"
@@ -96,10 +96,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
         return load_file(str(path))
     if path.suffix in (".pth", ".pt", ".bin", ".ckpt"):
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:
-            raise ValueError(f"{path} could not be read as a weights-only torch file ({err})") from None
+        obj = load_weights_only(path)
         for wrapper in ("state_dict", "model", "model_ema", "module"):
             if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
                 obj = obj[wrapper]
