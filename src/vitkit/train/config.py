@@ -1,0 +1,379 @@
+"""The typed training configuration: sections of dataclasses, read from YAML recipes and ``--set key=value`` overrides.
+
+Every key is checked before anything is built, so a typo or a bad value fails in a second with a message that names
+the key and what it accepts, instead of an hour into a run. ``Config()`` itself is the embedded default: a small ViT
+on scikit-learn digits that trains on a CPU in about a minute.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad key or value in a recipe or an override; the message names the key and what is allowed."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = "vit_digits_patch2_8"
+    pretrained: str | None = None  # local weights: vitkit .safetensors, timm/HF/npz files (see vitkit.create_model)
+    drop_path_rate: float | None = None  # None keeps the registry's value
+    drop_rate: float | None = None
+    token_keep_rate: float = 1.0  # token dropout (FLIP/NaViT): fraction of patch tokens kept while training
+    kwargs: dict[str, Any] = field(default_factory=dict)  # any other constructor argument of the architecture
+
+    def validate(self) -> None:
+        _require(0.0 < self.token_keep_rate <= 1.0, "model.token_keep_rate", "must be in (0, 1]", self.token_keep_rate)
+        for key in ("drop_path_rate", "drop_rate"):
+            value = getattr(self, key)
+            _require(value is None or 0.0 <= value < 1.0, f"model.{key}", "must be in [0, 1)", value)
+        reserved = {"num_classes", "in_chans", "img_size", "drop_path_rate", "drop_rate", "token_keep_rate"}
+        clash = sorted(reserved & set(self.kwargs))
+        _require(not clash, "model.kwargs", f"must not set {clash}: they come from the data or have their own key", clash)
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"  # digits | synthetic | cifar10 | cifar100 | a path to an ImageFolder root
+    root: str | None = None  # for cifar10/cifar100: the folder holding the python batches
+    kwargs: dict[str, Any] = field(default_factory=dict)  # options of the dataset kind, e.g. synthetic num_samples
+    img_size: int | None = None  # None: the dataset's own size; else batches are resized and the model built for it
+    batch_size: int = 32  # images per forward pass across all processes; effective batch = this x accum_steps
+    eval_batch_size: int | None = None  # None: 2 x batch_size
+    val_fraction: float = 0.1  # carved from train for datasets without a val split
+    num_workers: int | None = None
+    cache_dir: str | None = None
+    pipeline: Literal["batch", "per_sample"] = "batch"  # batch: cached uint8 batches + BatchAugment on the device
+    # (small images); per_sample: torchvision v2 transforms per image in DataLoader workers (large images)
+    scale_min: float = 0.08  # per_sample: RandomResizedCrop scale range (scale_min, 1)
+    auto_augment: Literal["randaugment", "trivialaugment", "autoaugment", "autoaugment-cifar10"] | None = None
+    random_erasing: float = 0.0  # per_sample: RandomErasing probability
+    crop_pct: float = 0.875  # per_sample evaluation: resize to size / crop_pct, then centre-crop
+    crop_padding: int = 0  # random-crop padding in pixels; 0 = off (on 8x8 digits a 1-pixel shift costs ~6 points)
+    flip: bool = False  # digits are not mirror-symmetric
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    mix_prob: float = 1.0
+    switch_prob: float = 0.5
+
+    def validate(self) -> None:
+        _require(self.batch_size >= 1, "data.batch_size", "must be >= 1", self.batch_size)
+        _require(self.eval_batch_size is None or self.eval_batch_size >= 1, "data.eval_batch_size", "must be >= 1",
+                 self.eval_batch_size)
+        _require(self.img_size is None or self.img_size >= 1, "data.img_size", "must be >= 1", self.img_size)
+        _require(0.0 <= self.val_fraction < 1.0, "data.val_fraction", "must be in [0, 1)", self.val_fraction)
+        _require(self.crop_padding >= 0, "data.crop_padding", "must be >= 0", self.crop_padding)
+        _require(0.0 < self.scale_min <= 1.0, "data.scale_min", "must be in (0, 1]", self.scale_min)
+        _require(0.0 < self.crop_pct <= 1.0, "data.crop_pct", "must be in (0, 1]", self.crop_pct)
+        _require(0.0 <= self.random_erasing <= 1.0, "data.random_erasing", "must be in [0, 1]", self.random_erasing)
+        if self.pipeline == "batch":
+            for key, off in (("auto_augment", None), ("random_erasing", 0.0)):
+                _require(getattr(self, key) == off, f"data.{key}", "needs data.pipeline=per_sample",
+                         getattr(self, key))
+        for key in ("mixup_alpha", "cutmix_alpha"):
+            _require(getattr(self, key) >= 0.0, f"data.{key}", "must be >= 0", getattr(self, key))
+        for key in ("mix_prob", "switch_prob"):
+            _require(0.0 <= getattr(self, key) <= 1.0, f"data.{key}", "must be in [0, 1]", getattr(self, key))
+
+
+@dataclass
+class OptimConfig:
+    name: Literal["adamw", "sgd"] = "adamw"
+    lr: float = 2e-3  # the peak learning rate for the effective batch
+    weight_decay: float = 0.05  # never applied to norms, biases, position embeddings, class/register tokens
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    momentum: float = 0.9  # sgd only
+    nesterov: bool = True  # sgd only
+    layer_decay: float = 1.0  # layer-wise lr decay for fine-tuning: block i gets lr x decay^(depth - i); 1 = off
+    impl: Literal["auto", "fused", "foreach", "loop"] = "auto"
+    clip_grad_norm: float | None = 1.0  # clip the global gradient norm; None = off
+
+    def validate(self) -> None:
+        _require(self.lr > 0, "optim.lr", "must be > 0", self.lr)
+        _require(self.weight_decay >= 0, "optim.weight_decay", "must be >= 0", self.weight_decay)
+        _require(all(0.0 <= b < 1.0 for b in self.betas), "optim.betas", "must be two numbers in [0, 1)", self.betas)
+        _require(0.0 < self.layer_decay <= 1.0, "optim.layer_decay", "must be in (0, 1]", self.layer_decay)
+        _require(self.clip_grad_norm is None or self.clip_grad_norm > 0, "optim.clip_grad_norm",
+                 "must be > 0 or null", self.clip_grad_norm)
+
+
+@dataclass
+class ScheduleConfig:
+    name: Literal["cosine", "constant", "step"] = "cosine"
+    warmup_epochs: float = 2.0
+    warmup_steps: int | None = None  # overrides warmup_epochs
+    min_lr_ratio: float = 0.01  # cosine floor as a fraction of the peak lr
+    step_epochs: float = 30.0  # step schedule: multiply the lr by gamma every this many epochs
+    gamma: float = 0.1
+
+    def validate(self) -> None:
+        _require(self.warmup_epochs >= 0, "schedule.warmup_epochs", "must be >= 0", self.warmup_epochs)
+        _require(self.warmup_steps is None or self.warmup_steps >= 0, "schedule.warmup_steps", "must be >= 0",
+                 self.warmup_steps)
+        _require(0.0 <= self.min_lr_ratio <= 1.0, "schedule.min_lr_ratio", "must be in [0, 1]", self.min_lr_ratio)
+        _require(self.step_epochs > 0, "schedule.step_epochs", "must be > 0", self.step_epochs)
+        _require(0.0 < self.gamma <= 1.0, "schedule.gamma", "must be in (0, 1]", self.gamma)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 40
+    max_steps: int | None = None  # stop after this many optimizer steps in total (a time budget); None = epochs
+    accum_steps: int = 1  # gradient accumulation: forward passes per optimizer step
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # bf16/fp16 = autocast; fp16 (CUDA only) uses GradScaler
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    compile: bool = False  # torch.compile the model
+    grad_checkpointing: bool = False  # recompute block activations in backward (less memory, ~30% more compute)
+    label_smoothing: float = 0.1
+    ema: bool = False  # keep an exponential moving average of the weights, evaluated and saved beside them
+    ema_decay: float = 0.999
+    early_stop_patience: int | None = None  # epochs without improvement of checkpoint.metric before stopping
+    early_stop_min_delta: float = 0.0
+    auto_batch: bool = False  # find the largest micro-batch that fits and keep the effective batch via accumulation
+    cpu_batch_cap: int = 256  # auto_batch on a CPU: the largest micro-batch tried (memory cannot be probed safely)
+    eval_every: int = 1  # epochs between validations
+    seed: int = 0
+    deterministic: bool = False  # deterministic kernels: bitwise-reproducible runs and resumes
+    threads: int | None = 1  # torch.set_num_threads; null keeps torch's default. 1 for tiny models: intra-op
+    # threads buy nothing at width 64 and collapse (~15x slower measured) when other processes share the cores
+    crash_after_steps: int | None = None  # testing aid: os._exit(3) after this optimizer step, like a kill
+
+    def validate(self) -> None:
+        for key in ("epochs", "accum_steps", "cpu_batch_cap", "eval_every"):
+            _require(getattr(self, key) >= 1, f"train.{key}", "must be >= 1", getattr(self, key))
+        for key in ("max_steps", "early_stop_patience", "threads", "crash_after_steps"):
+            value = getattr(self, key)
+            _require(value is None or value >= 1, f"train.{key}", "must be >= 1 or null", value)
+        _require(0.0 <= self.label_smoothing < 1.0, "train.label_smoothing", "must be in [0, 1)", self.label_smoothing)
+        _require(0.0 < self.ema_decay < 1.0, "train.ema_decay", "must be in (0, 1)", self.ema_decay)
+        _require(self.early_stop_min_delta >= 0, "train.early_stop_min_delta", "must be >= 0",
+                 self.early_stop_min_delta)
+
+
+@dataclass
+class CheckpointConfig:
+    out_dir: str = "runs"
+    run_name: str | None = None  # None: the model name; the run directory is <out_dir>/<run_name>-<timestamp>
+    metric: Literal["val_acc1", "val_loss"] = "val_acc1"  # decides best.safetensors and early stopping
+    every_steps: int | None = None  # also save last.pt every this many optimizer steps (mid-epoch); None = per epoch
+    keep_last: int = 0  # keep this many per-epoch copies of last.pt (history); 0 = only last.pt
+    resume: str | None = None  # a last.pt path, a run directory, or "auto" (the newest run of this run_name)
+
+    def validate(self) -> None:
+        _require(self.every_steps is None or self.every_steps >= 1, "checkpoint.every_steps", "must be >= 1 or null",
+                 self.every_steps)
+        _require(self.keep_last >= 0, "checkpoint.keep_last", "must be >= 0", self.keep_last)
+
+
+@dataclass
+class LogConfig:
+    every_steps: int = 10  # metrics.jsonl / TensorBoard / plain-progress line every this many optimizer steps
+    block_grad_every: int = 100  # per-block gradient-norm summary every this many optimizer steps; 0 = off
+    progress: Literal["auto", "bar", "plain", "none"] = "auto"  # auto: a bar on a terminal, plain lines otherwise
+    tensorboard: bool = True
+    curves: bool = True  # curves.png at the end
+
+    def validate(self) -> None:
+        _require(self.every_steps >= 1, "log.every_steps", "must be >= 1", self.every_steps)
+        _require(self.block_grad_every >= 0, "log.block_grad_every", "must be >= 0", self.block_grad_every)
+
+
+@dataclass
+class DistConfig:
+    strategy: Literal["auto", "ddp", "fsdp"] = "auto"  # under torchrun: auto = ddp; fsdp = FSDP2 fully_shard
+    backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: nccl on CUDA, gloo on CPU
+
+    def validate(self) -> None:
+        pass
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
+
+    def validate(self) -> Config:
+        for f in dataclasses.fields(self):
+            getattr(self, f.name).validate()
+        if self.train.precision == "fp16" and self.train.device == "cpu":
+            raise ConfigError("train.precision='fp16' needs CUDA (fp16 autocast on a CPU is very slow); use 'bf16'")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+SECTIONS = tuple(f.name for f in dataclasses.fields(Config))
+
+
+def _require(ok: bool, key: str, rule: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{key} {rule}, got {value!r}")
+
+
+def _plain(obj: Any) -> Any:
+    """Tuples -> lists so YAML stays plain (safe_load can read it back)."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+# --- values: YAML text -> the field's declared type ------------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        return f"a list of {len(typing.get_args(tp))} numbers"
+    if origin is dict:
+        return "a mapping"
+    return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """``value`` as type ``tp`` or a ConfigError naming ``key`` and what it accepts. Ints are accepted for floats."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError:
+                continue
+    elif origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+    elif origin is tuple:
+        args = typing.get_args(tp)
+        if isinstance(value, (list, tuple)) and len(value) == len(args):
+            return tuple(_coerce(v, a, key) for v, a in zip(value, args))
+    elif origin is dict:
+        if isinstance(value, dict):
+            return dict(value)
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML reads "1e-3" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+
+
+def _section_fields(section: str) -> dict[str, Any]:
+    cls = typing.get_type_hints(Config)[section]
+    return typing.get_type_hints(cls)
+
+
+def set_value(cfg: Config, dotted: str, value: Any) -> None:
+    """Set ``section.key`` (or ``model.kwargs.<arg>``) from a parsed value, checking the key and the type."""
+    parts = dotted.split(".")
+    section = parts[0]
+    if section not in SECTIONS:
+        raise ConfigError(f"unknown config section {section!r} in {dotted!r}; sections: {', '.join(SECTIONS)}")
+    fields = _section_fields(section)
+    if len(parts) < 2 or parts[1] not in fields:
+        got = parts[1] if len(parts) > 1 else ""
+        raise ConfigError(f"unknown key {dotted!r}; keys of [{section}]: {', '.join(fields)}" if got else
+                          f"{dotted!r} names a section, not a key; keys of [{section}]: {', '.join(fields)}")
+    key = parts[1]
+    target = getattr(cfg, section)
+    if len(parts) > 2:
+        if typing.get_origin(fields[key]) is not dict:
+            raise ConfigError(f"{section}.{key} is not a mapping, so {dotted!r} cannot set a key inside it")
+        getattr(target, key)[".".join(parts[2:])] = value
+        return
+    setattr(target, key, _coerce(value, fields[key], dotted))
+
+
+def apply_mapping(cfg: Config, mapping: dict[str, Any], source: str = "recipe") -> Config:
+    """Apply a nested ``{section: {key: value}}`` mapping (a parsed recipe) onto ``cfg``."""
+    if not isinstance(mapping, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections ({', '.join(SECTIONS)}), got {type(mapping).__name__}")
+    for section, values in mapping.items():
+        if section not in SECTIONS:
+            raise ConfigError(f"{source}: unknown config section {section!r}; sections: {', '.join(SECTIONS)}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: section {section!r} must be a mapping of keys, got {values!r}")
+        for key, value in values.items():
+            set_value(cfg, f"{section}.{key}", value)
+    return cfg
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``'optim.lr=1e-3'`` -> ``('optim.lr', 0.001)``; the value is read as YAML (numbers, true/false, null, lists)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form section.key=value (e.g. optim.lr=1e-3)")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def load_config(recipe: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """The embedded default, then a YAML recipe, then ``section.key=value`` overrides; validated as a whole."""
+    cfg = Config()
+    if recipe is not None:
+        path = Path(recipe)
+        if not path.is_file():
+            raise ConfigError(f"recipe not found: {path}")
+        try:
+            mapping = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"recipe {path} is not valid YAML: {err}") from None
+        apply_mapping(cfg, mapping, source=str(path))
+    for text in overrides:
+        set_value(cfg, *parse_override(text))
+    return cfg.validate()
+
+
+def config_from_dict(mapping: dict[str, Any]) -> Config:
+    """Rebuild a Config from ``Config.to_dict()`` output (e.g. the one stored in last.pt)."""
+    return apply_mapping(Config(), mapping, source="stored config").validate()
+
+
+__all__ = [
+    "Config", "ConfigError", "ModelConfig", "DataConfig", "OptimConfig", "ScheduleConfig", "TrainConfig",
+    "CheckpointConfig", "LogConfig", "DistConfig", "SECTIONS", "load_config", "set_value", "apply_mapping",
+    "parse_override", "config_from_dict",
+]

@@ -1,0 +1,167 @@
+"""Evaluation: loss, top-1/top-5, per-class accuracy and the confusion matrix, exact across ranks.
+
+Used by the training loop for validation and by ``vitkit eval CHECKPOINT`` on its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..utils.fileio import atomic_path, atomic_write_text
+from .distributed import DistInfo, all_reduce_max, all_reduce_sum
+
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device: torch.device, precision: str):
+    """torch.amp autocast for 'bf16' / 'fp16', nothing for 'fp32'."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=AUTOCAST_DTYPES[precision])
+
+
+def prepare_batch(images: torch.Tensor, mean, std, out_size: tuple[int, int] | None) -> torch.Tensor:
+    """A loader batch as model input: uint8 batches (the tensor path) are normalised here, floats pass through."""
+    from ..data import normalize_batch
+
+    x = normalize_batch(images, mean, std) if images.dtype == torch.uint8 else images.float()
+    if out_size is not None and tuple(x.shape[-2:]) != tuple(out_size):
+        x = F.interpolate(x, size=tuple(out_size), mode="bilinear", align_corners=False, antialias=True)
+    return x
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader,
+    *,
+    num_classes: int,
+    mean,
+    std,
+    device: torch.device,
+    precision: str = "fp32",
+    out_size: tuple[int, int] | None = None,
+    info: DistInfo | None = None,
+) -> dict[str, Any]:
+    """Metrics over the whole loader; under DDP each rank sees its shard and the sums are reduced, not averaged."""
+    was_training = model.training
+    model.eval()
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+    loss_sum = top5 = 0.0
+    # FSDP2 gathers weights inside forward, a collective: ranks with a shorter eval shard run dummy batches
+    lockstep = info is not None and info.strategy == "fsdp"
+    dummy_batches = all_reduce_max(len(loader), device, info) - len(loader) if lockstep else 0
+    for images, labels in loader:
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        with autocast(device, precision):
+            logits = model(prepare_batch(images, mean, std, out_size))
+        logits = logits.float()
+        loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
+        k = min(5, num_classes)
+        top5 += float((logits.topk(k, dim=1).indices == labels[:, None]).any(dim=1).sum())
+        confusion += torch.bincount(labels * num_classes + logits.argmax(1), minlength=num_classes**2).view(
+            num_classes, num_classes
+        )
+    for _ in range(dummy_batches):
+        with autocast(device, precision):
+            model(prepare_batch(images[:1], mean, std, out_size))
+    model.train(was_training)
+    if info is not None and info.enabled:
+        import torch.distributed as dist
+
+        dist.all_reduce(confusion)
+        loss_sum, top5 = all_reduce_sum([loss_sum, top5], device, info)
+    confusion = confusion.cpu()
+    count = int(confusion.sum())
+    per_class = (confusion.diag().double() / confusion.sum(1).clamp(min=1).double() * 100).tolist()
+    return {
+        "loss": loss_sum / max(count, 1),
+        "acc1": float(confusion.diag().sum()) / max(count, 1) * 100,
+        "acc5": top5 / max(count, 1) * 100,
+        "count": count,
+        "per_class_acc": per_class,
+        "confusion": confusion.tolist(),
+    }
+
+
+def plot_confusion(confusion: list[list[int]], classes: list[str], path: Path) -> None:
+    """Row-normalised confusion matrix as a PNG (true class down, predicted class across)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = torch.tensor(confusion, dtype=torch.float64)
+    norm = cm / cm.sum(1, keepdim=True).clamp(min=1)
+    n = len(classes)
+    size = min(4 + 0.4 * n, 30)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(norm.numpy(), cmap="Blues", vmin=0, vmax=1)
+    if n <= 30:
+        ax.set_xticks(range(n), classes, rotation=90)
+        ax.set_yticks(range(n), classes)
+        for i in range(n):
+            for j in range(n):
+                if cm[i, j]:
+                    ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
+                            color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    data: str,
+    *,
+    split: str = "test",
+    root: str | None = None,
+    batch_size: int = 256,
+    precision: str = "fp32",
+    device: str = "cpu",
+    out_dir: str | Path | None = None,
+    dataset_kwargs: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Evaluate a vitkit .safetensors checkpoint on a dataset split; writes eval.json and confusion.png to out_dir.
+
+    ``dataset_kwargs``: options of the dataset kind (e.g. synthetic ``num_samples``), as ``data.kwargs`` in training.
+    """
+    from .. import load_checkpoint
+    from ..data import build_dataset, build_loader
+
+    model = load_checkpoint(checkpoint, map_location=device)
+    extra = getattr(model, "checkpoint_meta", {}).get("extra", {})
+    ds = build_dataset(data, split, **({"root": root} if root else {}), **(dataset_kwargs or {}))
+    mean, std = extra.get("mean", ds.mean), extra.get("std", ds.std)
+    classes = extra.get("class_names", ds.classes)
+    if model.num_classes != ds.num_classes:
+        raise ValueError(f"{checkpoint} predicts {model.num_classes} classes but {data!r} has {ds.num_classes}")
+    if classes != list(ds.classes):
+        raise ValueError(f"{checkpoint} was trained on classes {classes[:5]}... but {data!r} has {ds.classes[:5]}...")
+    out_size = tuple(model.config["img_size"])
+    loader = build_loader(ds, batch_size, train=False)
+    dev = torch.device(device)
+    metrics = evaluate(model, loader, num_classes=ds.num_classes, mean=mean, std=std, device=dev,
+                       precision=precision, out_size=out_size)
+    metrics["per_class_acc"] = dict(zip(ds.classes, metrics["per_class_acc"]))
+    result = {"checkpoint": str(checkpoint), "data": data, "split": split, **metrics}
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "eval.json", json.dumps(result, indent=2) + "\n")
+        plot_confusion(metrics["confusion"], list(ds.classes), out / "confusion.png")
+        result["confusion_png"] = str(out / "confusion.png")
+    return result
+
+
+__all__ = ["evaluate", "evaluate_checkpoint", "plot_confusion", "autocast", "prepare_batch"]

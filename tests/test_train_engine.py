@@ -1,0 +1,163 @@
+"""The one training loop: equivalences between its switches, its outputs, and how it stops."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import vitkit
+from train_helpers import last_weights, max_abs_diff, tiny_config
+from vitkit.train import NonFiniteLossError, train
+from vitkit.train.engine import build_model
+
+SGD = ["optim.name=sgd", "optim.momentum=0.0", "optim.lr=0.5", "optim.weight_decay=0.0", "optim.clip_grad_norm=null",
+       "schedule.name=constant", "schedule.warmup_steps=0"]
+
+
+def test_accumulation_4x8_equals_batch_32(tmp_path):
+    """The same 32 images as one batch or four micro-batches of 8 give the same weights (no dropout)."""
+    common = [*SGD, "train.max_steps=3", "train.deterministic=true"]
+    full = train(tiny_config(tmp_path / "full", *common, "data.batch_size=32"))
+    accum = train(tiny_config(tmp_path / "accum", *common, "data.batch_size=8", "train.accum_steps=4"))
+    start = build_model(tiny_config(tmp_path), 4, 3, (8, 8)).state_dict()
+    moved = max_abs_diff(last_weights(full["run_dir"]), start)
+    assert moved > 1e-3  # the steps really changed the weights
+    assert max_abs_diff(last_weights(full["run_dir"]), last_weights(accum["run_dir"])) < 1e-6
+
+
+def test_short_last_accumulation_group_still_steps(tmp_path):
+    """4 batches per epoch with accum 3: a full group and a short one, normalised by its own size."""
+    summary = train(tiny_config(tmp_path, "train.accum_steps=3", "train.epochs=1"))
+    assert summary["steps"] == 2 and summary["accum_steps"] == 3
+
+
+def test_grad_checkpointing_gives_identical_gradients():
+    torch.manual_seed(0)
+    model = vitkit.create_model("vit_digits_patch2_8", depth=2)
+    x, y = torch.randn(4, 1, 8, 8), torch.tensor([0, 1, 2, 3])
+    grads = []
+    for on in (False, True):
+        model.set_grad_checkpointing(on)
+        model.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    for name in grads[0]:
+        assert torch.equal(grads[0][name], grads[1][name]), name
+
+
+def test_grad_checkpointing_switch_in_the_loop(tmp_path):
+    common = [*SGD, "train.max_steps=2", "train.deterministic=true"]
+    off = train(tiny_config(tmp_path / "off", *common))
+    on = train(tiny_config(tmp_path / "on", *common, "train.grad_checkpointing=true"))
+    assert max_abs_diff(last_weights(off["run_dir"]), last_weights(on["run_dir"])) == 0.0
+
+
+def test_run_directory_outputs(tmp_path):
+    summary = train(tiny_config(tmp_path, "log.tensorboard=true", "log.curves=true", "log.every_steps=1",
+                                "log.block_grad_every=2", "train.ema=true", "checkpoint.keep_last=1"))
+    run = Path(summary["run_dir"])
+    for name in ("config.yaml", "metrics.jsonl", "summary.json", "curves.png", "best.safetensors", "ema.safetensors",
+                 "last.pt", "last-epoch0002.pt"):
+        assert (run / name).is_file(), name
+    assert not (run / "last-epoch0001.pt").exists()  # keep_last=1 keeps only the newest copy
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if r["kind"] == "step"]
+    epochs = [r for r in records if r["kind"] == "epoch"]
+    assert len(steps) == summary["steps"] and len(epochs) == 2
+    for key in ("train_loss", "lr", "grad_norm", "img_per_s", "data_wait", "mem_mb"):
+        assert key in steps[0], key
+    assert any("block_grad_norm" in r and "blocks.1" in r["block_grad_norm"] for r in steps)
+    for key in ("val_acc1", "val_loss", "val_ema_acc1", "epoch_time_s", "train_acc1"):
+        assert key in epochs[-1], key
+    assert json.loads((run / "summary.json").read_text())["test_acc1"] == summary["test_acc1"]
+
+    model = vitkit.load_checkpoint(run / "best.safetensors")
+    extra = model.checkpoint_meta["extra"]
+    assert extra["class_names"] == [f"class_{i}" for i in range(4)] and len(extra["mean"]) == 3
+    assert model.num_classes == 4
+
+
+def test_synthetic_run_learns(tmp_path):
+    summary = train(tiny_config(tmp_path, "train.epochs=6", "optim.lr=3e-3"))
+    assert summary["test_acc1"] > 60.0  # 4 classes: chance is 25%
+
+
+def test_nonfinite_loss_stops_naming_the_step(tmp_path):
+    class BreaksAtThirdCall(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.calls = inner, 0
+
+        def forward(self, x):
+            self.calls += 1
+            out = self.inner(x)
+            return out * float("nan") if self.calls == 3 else out
+
+    cfg = tiny_config(tmp_path, "train.epochs=3")
+    model = BreaksAtThirdCall(build_model(cfg, 4, 3, (8, 8)))
+    with pytest.raises(NonFiniteLossError, match=r"optimizer step 3 \(epoch 1, batch 3/4\)") as err:
+        train(cfg, model=model)
+    debug = next(tmp_path.glob("*/nonfinite-step3.pt"))
+    assert str(debug) in str(err.value)
+    state = torch.load(debug, weights_only=True)
+    assert state["step"] == 2 and all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_early_stopping(tmp_path):
+    summary = train(tiny_config(tmp_path, "optim.lr=1e-12", "train.epochs=10", "train.early_stop_patience=2"))
+    assert summary["stop_reason"].startswith("early stop") and summary["epochs"] == 3
+
+
+def test_auto_batch_keeps_the_effective_batch(tmp_path):
+    summary = train(tiny_config(tmp_path, "train.auto_batch=true", "train.cpu_batch_cap=10", "train.max_steps=1"))
+    assert (summary["micro_batch"], summary["accum_steps"]) == (8, 4)  # largest divisor of 32 that is <= 10
+
+
+@pytest.mark.parametrize("switch", ["train.precision=bf16", "model.token_keep_rate=0.5", "optim.layer_decay=0.7",
+                                    "data.mixup_alpha=0.8", "train.label_smoothing=0.1", "schedule.name=step",
+                                    "log.progress=bar", "data.pipeline=per_sample"])
+def test_switches_train(tmp_path, switch):
+    extra = {"data.mixup_alpha=0.8": ["data.cutmix_alpha=1.0"],
+             "data.pipeline=per_sample": ["data.num_workers=0", "data.auto_augment=trivialaugment",
+                                          "data.mixup_alpha=0.5", "data.scale_min=0.5"]}.get(switch, ["data.flip=true"])
+    summary = train(tiny_config(tmp_path, switch, "train.max_steps=2", *extra))
+    assert summary["steps"] == 2 and summary["test_acc1"] is not None
+
+
+def test_fp16_on_cpu_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="fp16.*CUDA"):
+        train(tiny_config(tmp_path, "train.precision=fp16", "train.device=cpu"))
+
+
+def test_compile_matches_eager(tmp_path):
+    """torch.compile of the model: same per-step losses as eager within a tolerance (slow on CPU, so 2 steps)."""
+    common = ["train.max_steps=2", "log.every_steps=1", "model.kwargs={embed_dim: 16, depth: 1, num_heads: 2}"]
+    eager = train(tiny_config(tmp_path / "eager", *common))
+    compiled = train(tiny_config(tmp_path / "compiled", *common, "train.compile=true"))
+    losses = []
+    for s in (eager, compiled):
+        lines = (Path(s["run_dir"]) / "metrics.jsonl").read_text()
+        losses.append([json.loads(line)["train_loss"] for line in lines.splitlines()
+                       if json.loads(line)["kind"] == "step"])
+    assert len(losses[0]) == 2
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4, abs=1e-5)
+
+
+def test_eval_cli_reports_and_draws_the_confusion_matrix(tmp_path, capsys):
+    from vitkit.cli import main
+
+    summary = train(tiny_config(tmp_path, "train.max_steps=2"))
+    best = Path(summary["run_dir"]) / "best.safetensors"
+    with pytest.raises(ValueError, match="predicts 4 classes but 'synthetic' has 10"):
+        main(["eval", str(best), "--data", "synthetic"])
+    args = ["eval", str(best), "--data", "synthetic", "--out", str(tmp_path / "ev"), "--data-arg", "num_samples=128",
+            "--data-arg", "image_size=8", "--data-arg", "num_classes=4", "--json"]
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["acc1"] == pytest.approx(summary["test_acc1"])  # same weights, same test split
+    assert len(result["per_class_acc"]) == 4 and (tmp_path / "ev" / "confusion.png").stat().st_size > 1000
+    assert sum(map(sum, result["confusion"])) == 128 and (tmp_path / "ev" / "eval.json").is_file()

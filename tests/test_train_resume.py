@@ -1,0 +1,124 @@
+"""Exact resume after a hard kill mid-epoch, and checkpoint writes that survive a kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from train_helpers import REPO, TINY, cli_sets, last_weights, run_cli, tiny_config
+from vitkit.train import train
+from vitkit.train.checkpoint import load_train_state, resolve_resume, save_train_state
+
+# Everything random is on: dropout, drop-path, crop/flip, mixup/cutmix, token dropout and EMA, so any RNG state
+# or data position that resume failed to restore changes the final weights.
+RANDOM_EVERYTHING = [
+    "train.deterministic=true", "train.epochs=3", "train.accum_steps=2", "data.batch_size=16", "train.ema=true",
+    "data.crop_padding=1", "data.flip=true", "data.mixup_alpha=0.4", "data.cutmix_alpha=1.0",
+    "model.drop_path_rate=0.1", "model.drop_rate=0.1", "model.token_keep_rate=0.75", "train.label_smoothing=0.1",
+    "log.every_steps=1",
+]
+
+
+def test_resume_after_kill_mid_epoch_is_bitwise_identical(tmp_path):
+    # 128 images / 16 = 8 batches, accum 2 -> 4 optimizer steps per epoch, 12 in all.
+    # Saves every 3 steps; the process dies hard (os._exit) after step 7, so it resumes from step 6 (epoch 2,
+    # batch 4 of 8: mid-epoch) and must redo step 7 exactly.
+    sets = [*TINY, *RANDOM_EVERYTHING, "checkpoint.every_steps=3", f"checkpoint.out_dir={tmp_path / 'crashed'}"]
+    crashed = run_cli(["train", *cli_sets(sets), "--set", "train.crash_after_steps=7"], tmp_path)
+    assert crashed.returncode == 3, crashed.stderr[-3000:]
+    run_dir = next((tmp_path / "crashed").iterdir())
+    state = load_train_state(run_dir / "last.pt")
+    assert (state["step"], state["epoch"], state["loader"]["batches_done"]) == (6, 1, 4)
+
+    # the stored config.yaml is reused; only the crash switch is turned off
+    resumed = run_cli(["train", "--resume", str(run_dir), "--set", "train.crash_after_steps=null"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "test accuracy" in resumed.stdout
+
+    straight = train(tiny_config(tmp_path / "straight", *RANDOM_EVERYTHING))
+    a, b = last_weights(run_dir), last_weights(straight["run_dir"])
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from the uninterrupted run"
+    ema_a = load_train_state(run_dir / "last.pt")["ema"]
+    ema_b = load_train_state(Path(straight["run_dir"]) / "last.pt")["ema"]
+    assert all(torch.equal(ema_a[k], ema_b[k]) for k in ema_a)
+    assert (run_dir / "summary.json").is_file()
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "step"] == list(range(1, 13))  # step 7 logged once
+
+
+def test_resume_auto_finds_the_newest_run(tmp_path):
+    first = train(tiny_config(tmp_path, "train.max_steps=2", "checkpoint.run_name=exp"))
+    assert resolve_resume("auto", tmp_path, "exp") == Path(first["run_dir"]) / "last.pt"
+    # continue the same run to the end of its 2 epochs (8 steps), with a raised step budget
+    cont = train(tiny_config(tmp_path, "checkpoint.run_name=exp", "checkpoint.resume=auto"))
+    assert cont["run_dir"] == first["run_dir"] and cont["steps"] == 8
+    with pytest.raises(FileNotFoundError, match="no .*nothing-\\*/last.pt"):
+        resolve_resume("auto", tmp_path, "nothing")
+
+
+def test_resume_refuses_a_different_batch_geometry(tmp_path):
+    first = train(tiny_config(tmp_path, "train.max_steps=2"))
+    with pytest.raises(ValueError, match="accum_steps"):
+        train(tiny_config(tmp_path, "train.accum_steps=2", f"checkpoint.resume={first['run_dir']}"))
+
+
+_SAVER = """
+import sys, torch
+from vitkit.train.checkpoint import save_train_state
+path, i = sys.argv[1], 0
+while True:
+    i += 1
+    save_train_state(path, {"i": i, "big": torch.full((4_000_000,), float(i))})  # 16 MB per write
+    print(i, flush=True)
+"""
+
+
+def test_kill_during_save_leaves_a_loadable_checkpoint(tmp_path):
+    """SIGKILL a process that saves over the same file in a loop: the file is always a complete old version."""
+    path = tmp_path / "last.pt"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    proc = subprocess.Popen([sys.executable, "-c", _SAVER, str(path)], stdout=subprocess.PIPE, env=env, text=True)
+    try:
+        for _ in range(3):  # wait for a few completed saves, then kill at an arbitrary moment of the next
+            proc.stdout.readline()
+        time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    state = load_train_state(path)
+    assert state["i"] >= 3 and torch.equal(state["big"], torch.full((4_000_000,), float(state["i"])))
+
+
+def test_failed_save_keeps_the_previous_file(tmp_path, monkeypatch):
+    """A write that dies halfway (here: an exception after half the bytes) never replaces the previous file."""
+    path = tmp_path / "last.pt"
+    save_train_state(path, {"i": 1})
+
+    def dies_halfway(obj, f):
+        Path(f).write_bytes(b"\x80\x02half a pickle")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", dies_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        save_train_state(path, {"i": 2})
+    monkeypatch.undo()
+    assert load_train_state(path)["i"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temp file left behind
+
+
+def test_training_state_is_weights_only_loadable(tmp_path):
+    summary = train(tiny_config(tmp_path, "train.max_steps=1", "train.ema=true"))
+    state = torch.load(Path(summary["run_dir"]) / "last.pt", weights_only=True)  # raises on any pickled object
+    assert isinstance(state["rng"]["torch"], torch.Tensor) and isinstance(state["rng"]["augment"], torch.Tensor)
+    with pytest.raises(ValueError, match="not a vitkit training state"):
+        save_train_state(tmp_path / "other.pt", {})
+        torch.save({"x": 1}, tmp_path / "other.pt")
+        load_train_state(tmp_path / "other.pt")
