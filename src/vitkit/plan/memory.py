@@ -83,8 +83,13 @@ def estimate_memory(
     num_params: int | None = None,
     framework_bytes: int = 0,
     shard_factor: int = 1,
+    trainable_params: int | None = None,
 ) -> MemoryEstimate:
-    """Estimate one device's peak for a step. ``shard_factor`` > 1 divides weights/grads/states (FSDP)."""
+    """Estimate one device's peak for a step. ``shard_factor`` > 1 divides weights/grads/states (FSDP).
+
+    ``trainable_params``: only these get gradients and optimizer states (LoRA / frozen backbones); the activations
+    stay those of full training, since backward still runs through every block to reach the adapters.
+    """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if precision not in PRECISIONS:
@@ -129,10 +134,11 @@ def estimate_memory(
 
     autocast = precision in ("bf16", "fp16")
     weights = 4 * p_all // shard_factor  # fp32 master weights
-    grads = 4 * p_all // shard_factor
+    p_train = p_all if trainable_params is None else trainable_params
+    grads = 4 * p_train // shard_factor
     state_pp, temp_pp = OPTIMIZERS[optimizer]
-    states = state_pp * p_all // shard_factor
-    opt_temp = temp_pp * p_all // shard_factor
+    states = state_pp * p_train // shard_factor
+    opt_temp = temp_pp * p_train // shard_factor
     copies_all = 2 * p_matmul if autocast else 0
     copies_block = 2 * (3 * d * d + d * d + 2 * d * m) if autocast else 0
 
@@ -155,6 +161,8 @@ def estimate_memory(
     head_grads = 4 * (p_head + d * m)  # the first gradients of backward: head and last fc2
     patch_w = shape.in_chans * shape.patch_size**2 * d
     grads_before_block0 = grads - 4 * (p_block + patch_w + (shape.grid_tokens + shape.num_prefix_tokens) * d) // shard_factor
+    if trainable_params is not None:  # adapters are spread over the blocks: bound by all of them
+        grads_before_block0 = grads
 
     # Start of backward, at the last block's MLP: every saved activation, plus one MLP-sized gradient and the
     # residual gradient (the GELU output is freed as its gradient appears).
