@@ -177,7 +177,7 @@ _register_family(register_model)
 
 def _register_variants(register: Callable[..., None]) -> None:
     # Importing the modules registers their architectures (register_arch); kept here so `arch` names always resolve.
-    from . import deit, hybrid  # noqa: F401
+    from . import deit, hybrid, navit  # noqa: F401
 
     # DeiT (Touvron et al. 2021): timm's names. The plain ones are ViTs trained with the DeiT recipe (ImageNet
     # normalisation); the distilled ones add the distillation token and head.
@@ -197,6 +197,7 @@ def _register_variants(register: Callable[..., None]) -> None:
     register("vit_tiny_rope_patch4_32", kwargs=_vit("tiny", 4, img_size=32, num_classes=10, rope=True),
              mean=CIFAR10_MEAN, std=CIFAR10_STD, crop_pct=1.0)
     hybrid.register_hybrids(register)
+    navit.register_navits(register)
 
 
 _register_variants(register_model)
