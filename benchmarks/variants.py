@@ -35,6 +35,7 @@ CASES = [
     ("window attention", "vit_tiny_window4_patch4_32", {}, 32),
     ("linear attention", "vit_tiny_linear_patch4_32", {}, 32),
     ("2D RoPE", "vit_tiny_rope_patch4_32", {}, 32),
+    ("NaViT (packed)", "navit_tiny_patch4_32", {}, 32),
     ("vit (baseline)", "vit_tiny_patch16_224", {}, 4),
     ("deit distilled", "deit_tiny_distilled_patch16_224", {}, 4),
     ("hybrid R+Ti/16", "vit_hybrid_rti_tiny_224", {}, 4),
@@ -42,6 +43,7 @@ CASES = [
     ("window attention", "vit_tiny_patch16_224", {"attention": "window", "window_size": 7, "global_blocks": (5, 11)}, 4),
     ("linear attention", "vit_tiny_patch16_224", {"attention": "linear"}, 4),
     ("2D RoPE", "vit_tiny_patch16_224", {"rope": True}, 4),
+    ("NaViT (packed)", "navit_tiny_patch16", {}, 4),
 ]
 
 
@@ -58,7 +60,7 @@ def _timed(fn, repeats: int) -> float:
 def measure(variant: str, name: str, overrides: dict, batch: int, repeats: int) -> dict:
     torch.manual_seed(0)
     model = vitkit.create_model(name, **overrides)
-    size = model.config["img_size"]
+    size = model.config.get("img_size") or [224 if model.patch_size == 16 else 32] * 2  # NaViT: any size
     x = torch.randn(batch, 3, *size)
     y = torch.randint(0, model.num_classes, (batch,))
     with FlopCounterMode(display=False) as counter:

@@ -70,3 +70,12 @@ def test_planner_counts_the_distillation_token():
     plain, plain_params, _ = _shape(PlanRequest(model="deit_tiny_patch16_224"))
     assert shape.num_prefix_tokens == plain.num_prefix_tokens + 1 == 2
     assert params == 5910800 and plain_params == 5717416
+
+
+def test_fine_tuning_load_replaces_both_heads(tmp_path):
+    source = DistilledVisionTransformer(**TINY)
+    vitkit.save_checkpoint(source, tmp_path / "src.safetensors")
+    model = DistilledVisionTransformer(**{**TINY, "num_classes": 3})
+    report = vitkit.load_pretrained(model, tmp_path / "src.safetensors")
+    assert report.clean and sum(a.startswith("head_dist.") for a in report.adapted) == 2
+    assert torch.equal(model.dist_token, source.dist_token)
