@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 import torch
-
 from train_throughput_cpu import cpu_model, load
+
 from vitkit.train import load_config, train
 from vitkit.utils.fileio import atomic_write_text
 

@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
+from train_throughput_cpu import cpu_model, load
 
 import vitkit
-from train_throughput_cpu import cpu_model, load
 from vitkit.utils.fileio import atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]

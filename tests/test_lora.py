@@ -8,7 +8,13 @@ import vitkit
 
 pytest.importorskip("peft")
 from vitkit.models.lora import (  # noqa: E402
-    add_lora, load_adapters, lora_memory, lora_parameter_count, merge_lora, save_adapters, trainable_parameters,
+    add_lora,
+    load_adapters,
+    lora_memory,
+    lora_parameter_count,
+    merge_lora,
+    save_adapters,
+    trainable_parameters,
 )
 
 TINY = dict(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3, num_classes=4)
