@@ -77,3 +77,21 @@ def test_registry_and_checkpoint_round_trip(tmp_path):
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(model(x), again(x))
+
+
+def test_torch_compile_on_a_packed_batch():
+    model = _model()
+    packed = pack_images(_images(), 8, 40)
+    compiled = torch.compile(model, backend="aot_eager")  # the max_grid check is a graph break, not fullgraph
+    with torch.no_grad():
+        assert torch.allclose(compiled(packed), model(packed), atol=1e-5)
+
+
+def test_onnx_export_of_fixed_size_batches(tmp_path):
+    """A plain (B, C, H, W) batch exports (packing is traced for that size); packed batches stay in PyTorch."""
+    ort = pytest.importorskip("onnxruntime")
+    model, x = _model(), torch.randn(2, 3, 32, 32)
+    torch.onnx.export(model, (x,), str(tmp_path / "navit.onnx"), dynamo=False, input_names=["images"])
+    session = ort.InferenceSession(str(tmp_path / "navit.onnx"), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        assert (torch.from_numpy(session.run(None, {"images": x.numpy()})[0]) - model(x)).abs().max() <= 1e-4

@@ -191,7 +191,7 @@ class NaViT(nn.Module):
 
     def forward_features(self, packed: PackedBatch) -> torch.Tensor:
         """(S, L, D) token features; attention never crosses from one image (or the padding) to another."""
-        if int(packed.positions.max()) >= self.max_grid if packed.positions.numel() else False:
+        if packed.positions.numel() and int(packed.positions.max()) >= self.max_grid:
             raise ValueError(f"a patch grid exceeds max_grid={self.max_grid} patches per side; build the model "
                              "with a larger max_grid")
         x = self.patch_embed(self.patch_norm(packed.patches))
