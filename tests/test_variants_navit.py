@@ -95,3 +95,12 @@ def test_onnx_export_of_fixed_size_batches(tmp_path):
     session = ort.InferenceSession(str(tmp_path / "navit.onnx"), providers=["CPUExecutionProvider"])
     with torch.no_grad():
         assert (torch.from_numpy(session.run(None, {"images": x.numpy()})[0]) - model(x)).abs().max() <= 1e-4
+
+
+def test_the_training_engine_trains_navit_on_plain_batches(tmp_path):
+    from train_helpers import tiny_config
+    from vitkit.train import train
+
+    summary = train(tiny_config(tmp_path, "model.name=navit_tiny_patch4_32", "train.epochs=1",
+                                "model.kwargs={embed_dim: 32, depth: 1, num_heads: 2}"))
+    assert summary["steps"] == 4 and summary["test_acc1"] is not None

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .layers import Block
+from .layers import Block, to_2tuple
 from .registry import register_arch
 
 
@@ -148,11 +148,18 @@ class NaViT(nn.Module):
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         norm_eps: float = 1e-6,
+        img_size: int | Sequence[int] | None = None,
     ):
         """max_grid: the largest patch-grid side the factorized position tables cover (64 x 16 px = 1024 px).
-        max_seq_len: the sequence length used when a plain image batch (B, C, H, W) is packed by forward itself."""
+        max_seq_len: the sequence length used when a plain image batch (B, C, H, W) is packed by forward itself.
+        img_size: the nominal size of plain batches (what `vitkit train` passes); any size up to max_grid works."""
         super().__init__()
         self.config: dict[str, Any] = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        if img_size is not None:
+            side = max(to_2tuple(img_size))
+            if side > max_grid * patch_size:
+                raise ValueError(f"img_size {img_size} needs more than max_grid={max_grid} patches of {patch_size} px")
+            self.config["img_size"] = list(to_2tuple(img_size))
         self.num_classes, self.num_features, self.embed_dim = num_classes, embed_dim, embed_dim
         self.patch_size, self.max_grid, self.max_seq_len = patch_size, max_grid, max_seq_len
         self.grad_checkpointing = False
