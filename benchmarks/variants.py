@@ -31,21 +31,21 @@ from vitkit.utils.fileio import atomic_write_text
 REPO = Path(__file__).resolve().parents[1]
 # (variant, registry name, overrides, batch): the CIFAR config first, then the 224 px one.
 CASES = [
-    ("vit (baseline)", "vit_tiny_patch4_32", {}, 8),
-    ("deit distilled", "deit_tiny_distilled_patch4_32", {}, 8),
-    ("hybrid conv stem", "vit_hybrid_conv_tiny_32", {}, 8),
-    ("window attention", "vit_tiny_window4_patch4_32", {}, 8),
-    ("linear attention", "vit_tiny_linear_patch4_32", {}, 8),
-    ("2D RoPE", "vit_tiny_rope_patch4_32", {}, 8),
-    ("NaViT (packed)", "navit_tiny_patch4_32", {}, 8),
-    ("vit (baseline)", "vit_tiny_patch16_224", {}, 2),
-    ("deit distilled", "deit_tiny_distilled_patch16_224", {}, 2),
-    ("hybrid R+Ti/16", "vit_hybrid_rti_tiny_224", {}, 2),
-    ("hybrid R26+S/32", "vit_hybrid_r26_small_224", {}, 2),
-    ("window attention", "vit_tiny_patch16_224", {"attention": "window", "window_size": 7, "global_blocks": (5, 11)}, 2),
-    ("linear attention", "vit_tiny_patch16_224", {"attention": "linear"}, 2),
-    ("2D RoPE", "vit_tiny_patch16_224", {"rope": True}, 2),
-    ("NaViT (packed)", "navit_tiny_patch16", {}, 2),
+    ("vit (baseline)", "vit_tiny_patch4_32", {}, 32),
+    ("deit distilled", "deit_tiny_distilled_patch4_32", {}, 32),
+    ("hybrid conv stem", "vit_hybrid_conv_tiny_32", {}, 32),
+    ("window attention", "vit_tiny_window4_patch4_32", {}, 32),
+    ("linear attention", "vit_tiny_linear_patch4_32", {}, 32),
+    ("2D RoPE", "vit_tiny_rope_patch4_32", {}, 32),
+    ("NaViT (packed)", "navit_tiny_patch4_32", {}, 32),
+    ("vit (baseline)", "vit_tiny_patch16_224", {}, 4),
+    ("deit distilled", "deit_tiny_distilled_patch16_224", {}, 4),
+    ("hybrid R+Ti/16", "vit_hybrid_rti_tiny_224", {}, 4),
+    ("hybrid R26+S/32", "vit_hybrid_r26_small_224", {}, 4),
+    ("window attention", "vit_tiny_patch16_224", {"attention": "window", "window_size": 7, "global_blocks": (5, 11)}, 4),
+    ("linear attention", "vit_tiny_patch16_224", {"attention": "linear"}, 4),
+    ("2D RoPE", "vit_tiny_patch16_224", {"rope": True}, 4),
+    ("NaViT (packed)", "navit_tiny_patch16", {}, 4),
 ]
 
 
