@@ -74,6 +74,10 @@ class Attention(nn.Module):
     The default path calls ``F.scaled_dot_product_attention`` so that PyTorch picks Flash / memory-efficient kernels.
     ``need_weights=True`` runs the explicit softmax(QK^T)V path instead and also returns the probabilities; it computes
     the same function (tested), so attention maps can be read from a model trained with the fused path.
+
+    ``rope=True`` rotates queries and keys by their 2D patch position (RotaryEmbedding2d); ``grid`` (the patch grid's
+    (h, w), patch tokens last in the sequence) must then be passed to forward. Subclasses change only how queries meet
+    keys (``_attend`` / ``_weights``): WindowAttention, LinearAttention. Parameter names are the same for all.
     """
 
     def __init__(
@@ -85,6 +89,7 @@ class Attention(nn.Module):
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
         norm_eps: float = 1e-6,
+        rope: bool = False,
     ):
         super().__init__()
         if dim % num_heads:
@@ -99,28 +104,181 @@ class Attention(nn.Module):
         self.attn_drop_p = attn_drop
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
+        self.rope = RotaryEmbedding2d(self.head_dim) if rope else None
 
     def forward(
-        self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, need_weights: bool = False
+        self,
+        x: torch.Tensor,
+        attn_mask: torch.Tensor | None = None,
+        need_weights: bool = False,
+        grid: tuple[int, int] | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         b, n, c = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
         q, k = self.q_norm(q), self.k_norm(k)
+        if self.rope is not None:
+            q, k = self.rope(q, _need_grid(grid, "rotary position embedding")), self.rope(k, grid)
         if need_weights:
-            attn = (q * self.scale) @ k.transpose(-2, -1)
-            if attn_mask is not None:
-                attn = attn.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else attn + attn_mask
-            attn = attn.softmax(dim=-1)
+            attn = self._weights(q, k, attn_mask, grid)
             weights = attn
             x = self.attn_drop(attn) @ v
         else:
-            x = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=attn_mask, dropout_p=self.attn_drop_p if self.training else 0.0
-            )
+            x = self._attend(q, k, v, attn_mask, grid)
         x = x.transpose(1, 2).reshape(b, n, c)
         x = self.proj_drop(self.proj(x))
         return (x, weights) if need_weights else x
+
+    def _dropout_p(self) -> float:
+        return self.attn_drop_p if self.training else 0.0
+
+    def _attend(self, q, k, v, attn_mask, grid) -> torch.Tensor:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=self._dropout_p())
+
+    def _weights(self, q, k, attn_mask, grid) -> torch.Tensor:
+        attn = (q * self.scale) @ k.transpose(-2, -1)
+        if attn_mask is not None:
+            attn = attn.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else attn + attn_mask
+        return attn.softmax(dim=-1)
+
+
+def _need_grid(grid: tuple[int, int] | None, what: str) -> tuple[int, int]:
+    if grid is None:
+        raise ValueError(f"{what} needs the patch grid: call attention(x, grid=(h, w))")
+    return grid
+
+
+class RotaryEmbedding2d(nn.Module):
+    """Axial 2D rotary position embedding (RoPE-Axial of Heo et al. 2024, "Rotary Position Embedding for ViT").
+
+    Half of each head's channels rotate by the patch's row, half by its column, so q.k depends on the *relative*
+    offset between two patches (tested) and a model extrapolates to other grids without resampling anything.
+    Prefix tokens (class, registers) are not rotated. No parameters: nothing changes in the state dict.
+    """
+
+    def __init__(self, head_dim: int, theta: float = 100.0):
+        super().__init__()
+        if head_dim % 4:
+            raise ValueError(f"2D rotary embedding needs a head dimension divisible by 4, got {head_dim}")
+        quarter = head_dim // 4
+        self.register_buffer("freqs", theta ** (-torch.arange(quarter, dtype=torch.float32) / quarter), persistent=False)
+
+    def angles(self, grid: tuple[int, int]) -> torch.Tensor:
+        """(h*w, head_dim / 2) rotation angles, row-major over the grid."""
+        h, w = grid
+        ys, xs = torch.meshgrid(
+            torch.arange(h, device=self.freqs.device, dtype=torch.float32),
+            torch.arange(w, device=self.freqs.device, dtype=torch.float32),
+            indexing="ij",
+        )
+        return torch.cat([ys.reshape(-1, 1) * self.freqs, xs.reshape(-1, 1) * self.freqs], dim=1)
+
+    def forward(self, t: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """t: (B, heads, N, head_dim) with the h*w patch tokens last."""
+        num_patches = grid[0] * grid[1]
+        prefix, patches = t[..., : t.shape[-2] - num_patches, :], t[..., t.shape[-2] - num_patches :, :]
+        angles = self.angles(grid)
+        cos, sin = angles.cos().to(t.dtype), angles.sin().to(t.dtype)
+        half = t.shape[-1] // 2
+        x1, x2 = patches[..., :half], patches[..., half:]
+        rotated = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+        return torch.cat([prefix, rotated], dim=-2)
+
+
+class WindowAttention(Attention):
+    """Local attention: a patch attends only to the patches of its own window (and to the prefix tokens).
+
+    The windowed cost is O(N * window^2) instead of O(N^2), the high-resolution recipe of ViTDet (Li et al. 2022).
+    Prefix tokens (the class token) still attend to everything, so pooling sees the whole image. Computed window by
+    window; ``window_mask`` gives the same function as a mask for full attention (the test's reference).
+    """
+
+    def __init__(self, dim: int, num_heads: int = 8, window_size: int = 7, **kwargs):
+        super().__init__(dim, num_heads, **kwargs)
+        if window_size < 1:
+            raise ValueError(f"window_size must be >= 1, got {window_size}")
+        self.window_size = window_size
+
+    def _check(self, grid) -> tuple[int, int]:
+        h, w = _need_grid(grid, "window attention")
+        ws = self.window_size
+        if h % ws or w % ws:
+            raise ValueError(f"patch grid {h}x{w} is not a multiple of window_size {ws}; pick a window that divides it")
+        return h, w
+
+    def window_mask(self, grid: tuple[int, int], num_tokens: int, device=None) -> torch.Tensor:
+        """(N, N) bool, True where query i may attend key j: same window, or either token is a prefix token."""
+        h, w = self._check(grid)
+        prefix = num_tokens - h * w
+        rows = torch.arange(h, device=device).repeat_interleave(w) // self.window_size
+        cols = torch.arange(w, device=device).repeat(h) // self.window_size
+        window_id = torch.cat([torch.full((prefix,), -1, device=device), rows * (w // self.window_size) + cols])
+        is_prefix = window_id < 0
+        return (window_id[:, None] == window_id[None, :]) | is_prefix[:, None] | is_prefix[None, :]
+
+    def _weights(self, q, k, attn_mask, grid) -> torch.Tensor:
+        mask = self.window_mask(grid, q.shape[-2], q.device)
+        return super()._weights(q, k, mask if attn_mask is None else mask & attn_mask, grid)
+
+    def _attend(self, q, k, v, attn_mask, grid) -> torch.Tensor:
+        if attn_mask is not None:  # an extra mask (e.g. packing): the masked full-attention form
+            mask = self.window_mask(grid, q.shape[-2], q.device) & attn_mask
+            return super()._attend(q, k, v, mask, grid)
+        h, w = self._check(grid)
+        ws, prefix = self.window_size, q.shape[-2] - h * w
+        b, heads, _, d = q.shape
+
+        def windows(t: torch.Tensor) -> torch.Tensor:  # (B, heads, h*w, d) -> (B, heads, nW, ws*ws, d)
+            t = t.reshape(b, heads, h // ws, ws, w // ws, ws, d).permute(0, 1, 2, 4, 3, 5, 6)
+            return t.reshape(b, heads, -1, ws * ws, d)
+
+        qw, kw, vw = (windows(t[:, :, prefix:]) for t in (q, k, v))
+        if prefix:
+            n_win = qw.shape[2]
+            kw = torch.cat([k[:, :, None, :prefix].expand(-1, -1, n_win, -1, -1), kw], dim=3)
+            vw = torch.cat([v[:, :, None, :prefix].expand(-1, -1, n_win, -1, -1), vw], dim=3)
+        out = F.scaled_dot_product_attention(qw, kw, vw, dropout_p=self._dropout_p())
+        out = out.reshape(b, heads, h // ws, w // ws, ws, ws, d).permute(0, 1, 2, 4, 3, 5, 6).reshape(b, heads, h * w, d)
+        if prefix:
+            head = F.scaled_dot_product_attention(q[:, :, :prefix], k, v, dropout_p=self._dropout_p())
+            out = torch.cat([head, out], dim=2)
+        return out
+
+
+class LinearAttention(Attention):
+    """Linear attention (Katharopoulos et al. 2020): softmax(QK^T) becomes phi(Q) phi(K)^T with phi = elu + 1.
+
+    Associativity lets phi(K)^T V (a d x d matrix per head) be formed once, so cost and memory grow as O(N d^2)
+    instead of O(N^2 d): the choice for very long token sequences, at some loss of accuracy against softmax.
+    """
+
+    eps = 1e-6
+
+    def _attend(self, q, k, v, attn_mask, grid) -> torch.Tensor:
+        if attn_mask is not None:
+            raise ValueError("linear attention cannot take an attention mask (it never forms the N x N matrix)")
+        q, k = F.elu(q) + 1, F.elu(k) + 1
+        kv = k.transpose(-2, -1) @ v  # (B, heads, d, d)
+        norm = q @ k.sum(dim=-2, keepdim=True).transpose(-2, -1)  # (B, heads, N, 1)
+        return self.attn_drop((q @ kv) / (norm + self.eps))
+
+    def _weights(self, q, k, attn_mask, grid) -> torch.Tensor:
+        if attn_mask is not None:
+            raise ValueError("linear attention cannot take an attention mask (it never forms the N x N matrix)")
+        attn = (F.elu(q) + 1) @ (F.elu(k) + 1).transpose(-2, -1)
+        return attn / (attn.sum(dim=-1, keepdim=True) + self.eps)
+
+
+ATTENTION_KINDS = {"softmax": Attention, "window": WindowAttention, "linear": LinearAttention}
+
+
+def build_attention(kind: str, dim: int, num_heads: int, window_size: int = 7, **kwargs) -> Attention:
+    """The attention module of a block by name: 'softmax' (full), 'window' (local windows) or 'linear'."""
+    if kind not in ATTENTION_KINDS:
+        raise ValueError(f"attention must be one of {tuple(ATTENTION_KINDS)}, got {kind!r}")
+    if kind == "window":
+        return WindowAttention(dim, num_heads, window_size, **kwargs)
+    return ATTENTION_KINDS[kind](dim, num_heads, **kwargs)
 
 
 class LayerScale(nn.Module):
@@ -180,10 +338,16 @@ class Block(nn.Module):
         init_values: float | None = None,
         drop_path: float = 0.0,
         norm_eps: float = 1e-6,
+        attention: str = "softmax",
+        window_size: int = 7,
+        rope: bool = False,
     ):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
-        self.attn = Attention(dim, num_heads, qkv_bias, qk_norm, attn_drop, proj_drop, norm_eps)
+        self.attn = build_attention(
+            attention, dim, num_heads, window_size, qkv_bias=qkv_bias, qk_norm=qk_norm, attn_drop=attn_drop,
+            proj_drop=proj_drop, norm_eps=norm_eps, rope=rope,
+        )
         self.ls1 = LayerScale(dim, init_values) if init_values is not None else nn.Identity()
         self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
@@ -191,15 +355,17 @@ class Block(nn.Module):
         self.ls2 = LayerScale(dim, init_values) if init_values is not None else nn.Identity()
         self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x), attn_mask=attn_mask)))
+    def forward(
+        self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, grid: tuple[int, int] | None = None
+    ) -> torch.Tensor:
+        x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x), attn_mask=attn_mask, grid=grid)))
         x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
         return x
 
     def forward_with_attention(
-        self, x: torch.Tensor, attn_mask: torch.Tensor | None = None
+        self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, grid: tuple[int, int] | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        out, weights = self.attn(self.norm1(x), attn_mask=attn_mask, need_weights=True)
+        out, weights = self.attn(self.norm1(x), attn_mask=attn_mask, need_weights=True, grid=grid)
         x = x + self.drop_path1(self.ls1(out))
         x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
         return x, weights

@@ -170,3 +170,34 @@ def _register_family(register: Callable[..., None]) -> None:
 
 
 _register_family(register_model)
+
+
+# --- variants (issue 8): DeiT, hybrid ResNet+ViT, NaViT, LeViT, CrossViT, attention options -------------------------
+
+
+def _register_variants(register: Callable[..., None]) -> None:
+    # Importing the modules registers their architectures (register_arch); kept here so `arch` names always resolve.
+    from . import deit, hybrid, navit  # noqa: F401
+
+    # DeiT (Touvron et al. 2021): timm's names. The plain ones are ViTs trained with the DeiT recipe (ImageNet
+    # normalisation); the distilled ones add the distillation token and head.
+    for size, res in (("tiny", 224), ("small", 224), ("base", 224), ("base", 384)):
+        crop = 1.0 if res == 384 else 0.875
+        register(f"deit_{size}_patch16_{res}", kwargs=_vit(size, 16, img_size=res), mean=IMAGENET_MEAN,
+                 std=IMAGENET_STD, crop_pct=crop, tags=("timm",))
+        register(f"deit_{size}_distilled_patch16_{res}", arch="deit", kwargs=_vit(size, 16, img_size=res),
+                 mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct=crop, tags=("timm",))
+    register("deit_tiny_distilled_patch4_32", arch="deit", kwargs=_vit("tiny", 4, img_size=32, num_classes=10),
+             mean=CIFAR10_MEAN, std=CIFAR10_STD, crop_pct=1.0, notes="DeiT-Ti with distillation token for CIFAR")
+    # Plain-ViT attention options on CIFAR-sized inputs (8x8 grid): local 4x4 windows, linear attention, 2D RoPE.
+    register("vit_tiny_window4_patch4_32", kwargs=_vit("tiny", 4, img_size=32, num_classes=10, attention="window",
+             window_size=4, global_blocks=(5, 11)), mean=CIFAR10_MEAN, std=CIFAR10_STD, crop_pct=1.0)
+    register("vit_tiny_linear_patch4_32", kwargs=_vit("tiny", 4, img_size=32, num_classes=10, attention="linear"),
+             mean=CIFAR10_MEAN, std=CIFAR10_STD, crop_pct=1.0)
+    register("vit_tiny_rope_patch4_32", kwargs=_vit("tiny", 4, img_size=32, num_classes=10, rope=True),
+             mean=CIFAR10_MEAN, std=CIFAR10_STD, crop_pct=1.0)
+    hybrid.register_hybrids(register)
+    navit.register_navits(register)
+
+
+_register_variants(register_model)

@@ -56,6 +56,10 @@ class VisionTransformer(nn.Module):
         norm_eps: float = 1e-6,
         weight_init: str = "timm",
         zero_head: bool = False,
+        attention: str = "softmax",
+        window_size: int = 7,
+        global_blocks: Sequence[int] = (),
+        rope: bool = False,
     ):
         """
         Args not obvious from their names:
@@ -67,10 +71,15 @@ class VisionTransformer(nn.Module):
             drop_rate: dropout before the head.
             token_keep_rate: fraction of patch tokens kept while training (token dropout); 1.0 = off.
             dynamic_img_size: accept any multiple of the patch size, resampling the position embedding per call.
+            attention: 'softmax' (full), 'window' (each patch sees its window_size x window_size window; the blocks
+                listed in global_blocks keep full attention, as in ViTDet) or 'linear' (elu+1 kernel, O(N)).
+            rope: 2D rotary position embedding in every block's attention (relative positions; combine with
+                pos_embed='none' for a purely relative model).
         """
         super().__init__()
         self.config: dict[str, Any] = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         self.config["img_size"] = list(to_2tuple(img_size))
+        self.config["global_blocks"] = list(global_blocks)
         if pos_embed not in POS_EMBED_KINDS:
             raise ValueError(f"pos_embed must be one of {POS_EMBED_KINDS}, got {pos_embed!r}")
         if pooling not in POOLING_KINDS:
@@ -79,6 +88,12 @@ class VisionTransformer(nn.Module):
             raise ValueError("pooling='cls' needs class_token=True; use pooling='gap' for a model without one")
         if weight_init not in WEIGHT_INITS:
             raise ValueError(f"weight_init must be one of {WEIGHT_INITS}, got {weight_init!r}")
+        if (attention == "window" or rope) and token_keep_rate < 1.0:
+            raise ValueError("token dropout (token_keep_rate < 1) removes patches, so window attention and rotary "
+                             "embeddings lose their positions; use one or the other")
+        bad_global = [i for i in global_blocks if not 0 <= i < depth]
+        if bad_global:
+            raise ValueError(f"global_blocks {bad_global} out of range for depth {depth}")
 
         self.num_classes = num_classes
         self.num_features = self.embed_dim = embed_dim
@@ -118,7 +133,7 @@ class VisionTransformer(nn.Module):
             *[
                 Block(
                     embed_dim, num_heads, mlp_ratio, qkv_bias, qk_norm, proj_drop_rate, attn_drop_rate,
-                    init_values, dpr[i], norm_eps,
+                    init_values, dpr[i], norm_eps, "softmax" if i in global_blocks else attention, window_size, rope,
                 )
                 for i in range(depth)
             ]
@@ -223,16 +238,21 @@ class VisionTransformer(nn.Module):
             return sincos_2d_pos_embed(grid, self.embed_dim).to(self.pos_embed_fixed.device)
         return None
 
+    def _prefix_tokens(self, batch: int) -> list[torch.Tensor]:
+        """The learned tokens put before the patches, in order (DeiT adds its distillation token here)."""
+        prefix = []
+        if self.cls_token is not None:
+            prefix.append(self.cls_token.expand(batch, -1, -1))
+        if self.reg_token is not None:
+            prefix.append(self.reg_token.expand(batch, -1, -1))
+        return prefix
+
     def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         x = self.patch_embed(x)
         grid = (x.shape[-2], x.shape[-1])
         x = x.flatten(2).transpose(1, 2)  # (B, N, D)
         pos_embed = self._grid_pos_embed(grid)
-        prefix = []
-        if self.cls_token is not None:
-            prefix.append(self.cls_token.expand(x.shape[0], -1, -1))
-        if self.reg_token is not None:
-            prefix.append(self.reg_token.expand(x.shape[0], -1, -1))
+        prefix = self._prefix_tokens(x.shape[0])
         if self.no_embed_class:
             if pos_embed is not None:
                 x = x + pos_embed
@@ -245,12 +265,12 @@ class VisionTransformer(nn.Module):
         return self.norm_pre(x), grid
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x, _ = self._embed(x)
+        x, grid = self._embed(x)
         for block in self.blocks:
             if self.grad_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(block, x, use_reentrant=False)
+                x = checkpoint(block, x, grid=grid, use_reentrant=False)
             else:
-                x = block(x)
+                x = block(x, grid=grid)
         return self.norm(x)
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
@@ -267,10 +287,10 @@ class VisionTransformer(nn.Module):
 
     def forward_with_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Logits and every block's attention probabilities (B, heads, N, N), via the explicit attention path."""
-        x, _ = self._embed(x)
+        x, grid = self._embed(x)
         maps = []
         for block in self.blocks:
-            x, attn = block.forward_with_attention(x)
+            x, attn = block.forward_with_attention(x, grid=grid)
             maps.append(attn)
         return self.forward_head(self.norm(x)), maps
 
@@ -312,9 +332,9 @@ class VisionTransformer(nn.Module):
         last = max(take)
         for i, block in enumerate(self.blocks):
             if self.grad_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(block, x, use_reentrant=False)
+                x = checkpoint(block, x, grid=grid, use_reentrant=False)
             else:
-                x = block(x)
+                x = block(x, grid=grid)
             if i in take:
                 outputs.append(self.norm(x) if norm else x)
             if intermediates_only and i == last:

@@ -83,11 +83,14 @@ def estimate_memory(
     framework_bytes: int = 0,
     shard_factor: int = 1,
     grads_resident: bool = False,
+    trainable_params: int | None = None,
 ) -> MemoryEstimate:
     """Estimate one device's peak for a step. ``shard_factor`` > 1 divides weights/grads/states (FSDP).
 
     ``grads_resident``: gradients occupy memory for the whole step, as with DDP (they are views into the reducer's
     buckets), instead of appearing during backward and being freed by ``zero_grad(set_to_none=True)``.
+    ``trainable_params``: only these get gradients and optimizer states (LoRA / frozen backbones); the activations
+    stay those of full training, since backward still runs through every block to reach the adapters.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -133,10 +136,11 @@ def estimate_memory(
 
     autocast = precision in ("bf16", "fp16")
     weights = 4 * p_all // shard_factor  # fp32 master weights
-    grads = 4 * p_all // shard_factor
+    p_train = p_all if trainable_params is None else trainable_params
+    grads = 4 * p_train // shard_factor
     state_pp, temp_pp = OPTIMIZERS[optimizer]
-    states = state_pp * p_all // shard_factor
-    opt_temp = temp_pp * p_all // shard_factor
+    states = state_pp * p_train // shard_factor
+    opt_temp = temp_pp * p_train // shard_factor
     copies_all = 2 * p_matmul if autocast else 0
     copies_block = 2 * (3 * d * d + d * d + 2 * d * m) if autocast else 0
 
@@ -158,7 +162,8 @@ def estimate_memory(
     embed = s * img if autocast else 0  # the conv's saved input: the batch itself, or its low-precision copy
     head_grads = grads if grads_resident else 4 * (p_head + d * m)  # the first gradients of backward: head, last fc2
     patch_w = shape.in_chans * shape.patch_size**2 * d
-    grads_before_block0 = grads if grads_resident else (
+    # resident (DDP) gradients, or adapters spread over all blocks (LoRA): bound by all of them
+    grads_before_block0 = grads if grads_resident or trainable_params is not None else (
         grads - 4 * (p_block + patch_w + (shape.grid_tokens + shape.num_prefix_tokens) * d) // shard_factor)
 
     # Start of backward, at the last block's MLP: every saved activation, plus one MLP-sized gradient and the

@@ -72,6 +72,11 @@ class Plan:
         return d
 
 
+# Architectures with the plain ViT's config keys, and their prefix tokens beyond class + registers (DeiT: the
+# distillation token).
+PLANNABLE_EXTRA_TOKENS = {"vit": 0, "deit": 1}
+
+
 def _shape(req: PlanRequest) -> tuple[ViTShape, int, torch.nn.Module]:
     from ..models.registry import create_model
 
@@ -80,9 +85,13 @@ def _shape(req: PlanRequest) -> tuple[ViTShape, int, torch.nn.Module]:
         overrides["img_size"] = req.img_size
     with torch.device("meta"):
         model = create_model(req.model, **overrides)
-    if getattr(model, "arch", None) != "vit":
-        raise ValueError(f"the planner models the plain ViT; {req.model!r} is a {type(model).__name__}")
-    return ViTShape.from_config(model.config, token_keep_rate=req.token_keep_rate), count_params(model), model
+    arch = getattr(model, "arch", None)
+    if arch not in PLANNABLE_EXTRA_TOKENS:
+        raise ValueError(f"the planner models the plain ViT and DeiT; {req.model!r} is a {type(model).__name__} "
+                         f"(arch {arch!r}), whose cost it does not model")
+    shape = ViTShape.from_config(model.config, token_keep_rate=req.token_keep_rate)
+    shape = replace(shape, num_prefix_tokens=shape.num_prefix_tokens + PLANNABLE_EXTRA_TOKENS[arch])
+    return shape, count_params(model), model
 
 
 def _memory(req: PlanRequest, shape: ViTShape, params: int, micro_batch: int | None = None, **changes) -> MemoryEstimate:

@@ -146,6 +146,8 @@ class TrainConfig:
     threads: int | None = 1  # torch.set_num_threads; null keeps torch's default. 1 for tiny models: intra-op
     # threads buy nothing at width 64 and collapse (~15x slower measured) when other processes share the cores
     crash_after_steps: int | None = None  # testing aid: os._exit(3) after this optimizer step, like a kill
+    distill: dict[str, Any] = field(default_factory=dict)  # knowledge distillation, off when empty: {teacher,
+    # teacher_weights, kind: soft|hard, alpha, temperature, teacher_mean, teacher_std} (see vitkit/train/distill.py)
 
     def validate(self) -> None:
         for key in ("epochs", "accum_steps", "cpu_batch_cap", "eval_every"):
@@ -157,6 +159,10 @@ class TrainConfig:
         _require(0.0 < self.ema_decay < 1.0, "train.ema_decay", "must be in (0, 1)", self.ema_decay)
         _require(self.early_stop_min_delta >= 0, "train.early_stop_min_delta", "must be >= 0",
                  self.early_stop_min_delta)
+        if self.distill:
+            from .distill import DistillConfig
+
+            DistillConfig.from_mapping(self.distill)
 
 
 @dataclass

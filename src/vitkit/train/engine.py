@@ -175,6 +175,13 @@ def _train(cfg: Config, model: nn.Module | None, info: DistInfo, device: torch.d
         generator=aug_gen,
     )
     criterion = nn.CrossEntropyLoss(label_smoothing=0.0 if mixing else tc.label_smoothing)  # soft targets if mixing
+    distiller = None
+    if tc.distill:  # a frozen teacher joins the loss; a DeiT student then returns (class, distillation) logits
+        from .distill import build_distiller
+
+        distiller = build_distiller(tc.distill, train_ds.num_classes, criterion, precision, device, mean, std)
+        if hasattr(model, "set_distilled_training"):
+            model.set_distilled_training(True)
 
     # --- optimizer, schedule, scaler, EMA, wrappers ----------------------------------------------------------------
     raw_model = model  # parameter names and state dicts always come from the unwrapped module
@@ -290,8 +297,8 @@ def _train(cfg: Config, model: nn.Module | None, info: DistInfo, device: torch.d
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             x, y = augment(images, labels)
             with no_sync(model, skip=not last_micro), autocast(device, precision):
-                logits = model(x)
-                loss = criterion(logits.float(), y)
+                out = model(x)
+                logits, loss = distiller(x, out, y) if distiller else (out, criterion(out.float(), y))
             scaler.scale(loss / group_size).backward()
             step_loss += loss.detach() / group_size
             hard = y if y.ndim == 1 else y.argmax(1)

@@ -18,6 +18,7 @@ from torch import nn
 from ..models.layers import resample_pos_embed
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
+HEAD_PREFIXES = ("head.", "head_dist.")  # classifier heads, replaced when the class count differs (DeiT has two)
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ def load_into_model(
     if "pos_embed" in state and "pos_embed" in own and state["pos_embed"].shape != own["pos_embed"].shape:
         state["pos_embed"] = _resample_for(model, state["pos_embed"], own["pos_embed"], report)
 
-    head_keys = [k for k in state if k.startswith("head.")]
+    head_keys = [k for k in state if k.startswith(HEAD_PREFIXES)]
     if any(k in own and state[k].shape != own[k].shape for k in head_keys):
         for k in head_keys:
             report.adapted.append(f"{k}: checkpoint {tuple(state.pop(k).shape)} replaced by a new head {tuple(own[k].shape)}")
@@ -123,7 +124,7 @@ def load_into_model(
             report.mismatched.append(f"{key}: checkpoint {tuple(value.shape)} vs model {tuple(own[key].shape)}")
         else:
             loadable[key] = value
-    new_head = {k.split(": ")[0] for k in report.adapted if k.startswith("head.")}
+    new_head = {k.split(": ")[0] for k in report.adapted if k.startswith(HEAD_PREFIXES)}
     report.missing = [k for k in own if k not in state and k not in new_head]
 
     if not report.clean:

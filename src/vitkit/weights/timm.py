@@ -17,6 +17,9 @@ TIMM_RULES = [
     Rule(r"blocks\.(\d+)\.mlp\.(fc1|fc2)\.(weight|bias)", r"blocks.\1.mlp.\2.\3"),
     Rule(r"(norm|fc_norm)\.(weight|bias)", r"\1.\2"),
     Rule(r"head\.(weight|bias)", r"head.\1"),
+    # DeiT (timm VisionTransformerDistilled): the distillation token and its head
+    Rule(r"dist_token", r"dist_token"),
+    Rule(r"head_dist\.(weight|bias)", r"head_dist.\1"),
 ]
 
 
