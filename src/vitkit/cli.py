@@ -27,13 +27,14 @@ def cmd_smoke(args: argparse.Namespace) -> int:
     """Forward every registered model once on a random image: a quick proof the install works."""
     import torch
 
-    from .models.registry import create_model, list_models
+    from .models.registry import create_model, get_model_spec, list_models
 
     torch.manual_seed(0)
     for name in list_models(args.pattern):
         model = create_model(name).eval()
         cfg = model.config
-        x = torch.randn(1, cfg["in_chans"], *cfg["img_size"])
+        size = cfg.get("img_size") or get_model_spec(name).reference_size
+        x = torch.randn(1, cfg["in_chans"], *((size, size) if isinstance(size, int) else size))
         t0 = time.perf_counter()
         with torch.inference_mode():
             out = model(x)

@@ -236,10 +236,11 @@ def register_navits(register) -> None:
     from .registry import CIFAR10_MEAN, CIFAR10_STD
 
     register("navit_tiny_patch16", arch="navit", kwargs=dict(patch_size=16, embed_dim=192, depth=12, num_heads=3,
-             max_grid=64, max_seq_len=256), notes="NaViT-Ti/16: any resolution up to 1024 px per side")
+             max_grid=64, max_seq_len=256), notes="NaViT-Ti/16: any resolution up to 1024 px per side",
+             reference_size=224)
     register("navit_tiny_patch4_32", arch="navit", kwargs=dict(patch_size=4, embed_dim=192, depth=12, num_heads=3,
              num_classes=10, max_grid=16, max_seq_len=128), mean=CIFAR10_MEAN, std=CIFAR10_STD, crop_pct=1.0,
-             notes="NaViT-Ti/4 for CIFAR-sized images (up to 64 px)")
+             notes="NaViT-Ti/4 for CIFAR-sized images (up to 64 px)", reference_size=32)
 
 
 __all__ = ["NaViT", "PackedBatch", "PackCollate", "pack_images", "image_to_patches"]

@@ -36,6 +36,7 @@ class ModelSpec:
     crop_pct: float = 0.9
     notes: str = ""
     tags: tuple[str, ...] = field(default_factory=tuple)
+    reference_size: int | None = None  # for resolution-free models (NaViT): the size tables and smoke runs use
 
 
 _REGISTRY: dict[str, ModelSpec] = {}

@@ -178,13 +178,17 @@ def forward_flops(model: nn.Module, input_size: Sequence[int], batch: int = 1) -
 
 def model_summary(name: str) -> dict:
     """Params and forward GFLOPs at the registered resolution, computed without allocating weights."""
-    from ..models.registry import create_model
+    from ..models.registry import create_model, get_model_spec
 
     with torch.device("meta"):
         model = create_model(name)
     cfg = model.config
-    h, w = cfg["img_size"]
-    flops = forward_flops(model, (cfg["in_chans"], h, w))
+    size = cfg.get("img_size") or get_model_spec(name).reference_size
+    h, w = (size, size) if isinstance(size, int) else size
+    try:
+        flops = forward_flops(model, (cfg["in_chans"], h, w))
+    except NotImplementedError:  # data-dependent code (NaViT's packing) cannot run on meta tensors: count a real one
+        flops = forward_flops(create_model(name), (cfg["in_chans"], h, w))
     return {
         "name": name,
         "params_m": count_params(model) / 1e6,
