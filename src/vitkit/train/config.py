@@ -63,6 +63,12 @@ class DataConfig:
     cutmix_alpha: float = 0.0
     mix_prob: float = 1.0
     switch_prob: float = 0.5
+    # progressive resolution: [[fraction, size], ...], the training image size from each fraction of the run on
+    # (of the steps, or of train.time_budget_s); e.g. [[0, 16], [0.4, 24], [0.7, 32]]. The model keeps its position
+    # embedding at its own size and resamples it for each batch (FlexiViT-style); evaluation runs at the model's size
+    size_schedule: list[tuple[float, int]] | None = None
+    size_schedule_batch: Literal["constant", "scale"] = "constant"  # scale: while images are smaller, join
+    # (native / size)^2 loader batches (at most 4) into one step, keeping the device full; needs accum_steps=1
 
     def validate(self) -> None:
         _require(self.batch_size >= 1, "data.batch_size", "must be >= 1", self.batch_size)
@@ -82,6 +88,14 @@ class DataConfig:
             _require(getattr(self, key) >= 0.0, f"data.{key}", "must be >= 0", getattr(self, key))
         for key in ("mix_prob", "switch_prob"):
             _require(0.0 <= getattr(self, key) <= 1.0, f"data.{key}", "must be in [0, 1]", getattr(self, key))
+        if self.size_schedule is not None:
+            sched = self.size_schedule
+            _require(len(sched) >= 1 and sched[0][0] == 0.0, "data.size_schedule",
+                     "must be a list of [fraction, size] starting at fraction 0", sched)
+            fractions = [f for f, _ in sched]
+            _require(fractions == sorted(set(fractions)) and fractions[-1] < 1.0, "data.size_schedule",
+                     "fractions must increase and stay below 1", sched)
+            _require(all(size >= 1 for _, size in sched), "data.size_schedule", "sizes must be >= 1", sched)
 
 
 @dataclass
@@ -128,6 +142,8 @@ class ScheduleConfig:
 class TrainConfig:
     epochs: int = 40
     max_steps: int | None = None  # stop after this many optimizer steps in total (a time budget); None = epochs
+    time_budget_s: float | None = None  # stop after this many seconds of training (first step to last, evaluations
+    # included); the cosine schedule and data.size_schedule then follow the elapsed fraction of the budget
     accum_steps: int = 1  # gradient accumulation: forward passes per optimizer step
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # bf16/fp16 = autocast; fp16 (CUDA only) uses GradScaler
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -155,6 +171,8 @@ class TrainConfig:
         for key in ("max_steps", "early_stop_patience", "threads", "crash_after_steps"):
             value = getattr(self, key)
             _require(value is None or value >= 1, f"train.{key}", "must be >= 1 or null", value)
+        _require(self.time_budget_s is None or self.time_budget_s > 0, "train.time_budget_s", "must be > 0 or null",
+                 self.time_budget_s)
         _require(0.0 <= self.label_smoothing < 1.0, "train.label_smoothing", "must be in [0, 1)", self.label_smoothing)
         _require(0.0 < self.ema_decay < 1.0, "train.ema_decay", "must be in (0, 1)", self.ema_decay)
         _require(self.early_stop_min_delta >= 0, "train.early_stop_min_delta", "must be >= 0",
@@ -216,6 +234,9 @@ class Config:
     def validate(self) -> Config:
         for f in dataclasses.fields(self):
             getattr(self, f.name).validate()
+        if self.data.size_schedule_batch == "scale" and (self.train.accum_steps != 1 or not self.data.size_schedule):
+            raise ConfigError("data.size_schedule_batch='scale' needs data.size_schedule and train.accum_steps=1 "
+                              f"(got accum_steps={self.train.accum_steps}, size_schedule={self.data.size_schedule})")
         if self.train.precision == "fp16" and self.train.device == "cpu":
             raise ConfigError("train.precision='fp16' needs CUDA (fp16 autocast on a CPU is very slow); use 'bf16'")
         return self
@@ -255,6 +276,8 @@ def _type_name(tp: Any) -> str:
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
     if origin is tuple:
         return f"a list of {len(typing.get_args(tp))} numbers"
+    if origin is list:
+        return f"a list of ({_type_name(typing.get_args(tp)[0])})"
     if origin is dict:
         return "a mapping"
     return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
@@ -281,6 +304,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         args = typing.get_args(tp)
         if isinstance(value, (list, tuple)) and len(value) == len(args):
             return tuple(_coerce(v, a, key) for v, a in zip(value, args))
+    elif origin is list:
+        if isinstance(value, (list, tuple)):
+            return [_coerce(v, typing.get_args(tp)[0], key) for v in value]
     elif origin is dict:
         if isinstance(value, dict):
             return dict(value)

@@ -8,6 +8,7 @@ checkpointing and the stop conditions are each a line or two. The model is a bla
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -56,6 +57,8 @@ def build_model(cfg: Config, num_classes: int, in_chans: int, img_size: tuple[in
     for key in ("drop_path_rate", "drop_rate"):
         if getattr(cfg.model, key) is not None:
             overrides[key] = getattr(cfg.model, key)
+    if cfg.data.size_schedule:  # batches of other sizes: the position embedding is resampled per call
+        overrides["dynamic_img_size"] = True
     return create_model(cfg.model.name, pretrained=cfg.model.pretrained, **overrides, **cfg.model.kwargs)
 
 
@@ -81,6 +84,32 @@ def _new_run_dir(cfg: Config, info: DistInfo) -> Path:
             except FileExistsError:
                 path = base.with_name(f"{base.name}-{n}")
     return Path(broadcast_object(str(path), info))
+
+
+def size_at(schedule: list[tuple[float, int]] | None, progress: float, default: tuple[int, int]) -> tuple[int, int]:
+    """The training image size of a progressive-resolution schedule at ``progress`` (fraction of the run)."""
+    size = default
+    for start, side in schedule or ():
+        if progress >= start:
+            size = (side, side)
+    return size
+
+
+def batch_merge(cfg: Config, now: tuple[int, int], native: tuple[int, int]) -> int:
+    """Loader batches per forward at image size ``now``: (native / now)^2 when data.size_schedule_batch='scale'
+    (same pixels per step, so the device stays as busy as at full size), capped at 4; else 1."""
+    if cfg.data.size_schedule_batch != "scale":
+        return 1
+    return max(1, min(4, round(native[0] * native[1] / (now[0] * now[1]))))
+
+
+def _check_size_schedule(cfg: Config, model: nn.Module, native: tuple[int, int]) -> None:
+    patch = getattr(model, "patch_size", None)
+    patch = patch if isinstance(patch, int) else (patch or (1,))[0]
+    bad = [side for _, side in cfg.data.size_schedule or () if side % patch]
+    if bad:
+        raise ValueError(f"data.size_schedule sizes {bad} are not multiples of the model's patch size {patch} "
+                         f"(model {cfg.model.name} at {native[0]}x{native[1]})")
 
 
 def _configure_determinism(cfg: Config) -> None:
@@ -129,6 +158,7 @@ def _train(cfg: Config, model: nn.Module | None, info: DistInfo, device: torch.d
     mean, std = train_ds.mean, train_ds.std
     if cfg.model.pretrained and len(getattr(model, "data_config", {}).get("mean", ())) == train_ds.channels:
         mean, std = model.data_config["mean"], model.data_config["std"]  # keep the normalisation it learned with
+    _check_size_schedule(cfg, model, size)
     model.to(device)
     if tc.grad_checkpointing:
         model.set_grad_checkpointing(True)
@@ -189,14 +219,15 @@ def _train(cfg: Config, model: nn.Module | None, info: DistInfo, device: torch.d
         if tc.ema else None
     model = wrap_model(model, info, device)
     optimizer = build_optimizer(model, cfg.optim, device)
-    scheduler = build_scheduler(optimizer, cfg.schedule, steps_per_epoch, total_steps)
+    scheduler = build_scheduler(optimizer, cfg.schedule, steps_per_epoch, total_steps,
+                                by_progress=bool(tc.time_budget_s) or cfg.data.size_schedule_batch == "scale")
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     if tc.compile:
         model = torch.compile(model)
     torch.manual_seed(tc.seed + info.rank)  # dropout / drop-path / token-dropout streams differ per rank
 
     # --- run directory and resume ----------------------------------------------------------------------------------
-    step, epoch, best, bad_epochs, resumed = 0, 0, None, 0, None
+    step, epoch, best, bad_epochs, resumed, elapsed_before = 0, 0, None, 0, None, 0.0
     if cfg.checkpoint.resume:
         path = resolve_resume(cfg.checkpoint.resume, cfg.checkpoint.out_dir, cfg.checkpoint.run_name or cfg.model.name)
         resumed = load_train_state(path)
@@ -213,6 +244,7 @@ def _train(cfg: Config, model: nn.Module | None, info: DistInfo, device: torch.d
         if ema is not None:
             ema.load_state_dict(resumed["ema"])
         step, epoch, best, bad_epochs = resumed["step"], resumed["epoch"], resumed["best"], resumed["bad_epochs"]
+        elapsed_before = resumed.get("elapsed_s", 0.0)
         restore_rng(resumed["rng"], aug_gen)
     else:
         run_dir = _new_run_dir(cfg, info)
@@ -231,6 +263,7 @@ def _train(cfg: Config, model: nn.Module | None, info: DistInfo, device: torch.d
             "scaler": scaler.state_dict(), "ema": ema.state_dict() if ema is not None else {},
             "step": step, "epoch": epoch_to_run, "loader": loader_state, "best": best, "bad_epochs": bad_epochs,
             "geometry": [per_rank, accum, info.world_size], "rng": capture_rng(aug_gen), "config": cfg.to_dict(),
+            "elapsed_s": elapsed(),
         }
 
     def save_last(epoch_to_run: int, loader_state: dict, name: str = "last.pt") -> None:
@@ -271,6 +304,22 @@ def _train(cfg: Config, model: nn.Module | None, info: DistInfo, device: torch.d
                         precision=precision, out_size=out_size, info=info)
 
     # --- the loop --------------------------------------------------------------------------------------------------
+    t_loop = time.perf_counter()
+
+    def elapsed() -> float:
+        """Training seconds so far (this process and any run it resumed): what train.time_budget_s counts."""
+        return elapsed_before + time.perf_counter() - t_loop
+
+    def progress() -> float:
+        """The fraction of the run done: of the time budget when there is one, else of the data (batches merged by
+        data.size_schedule_batch='scale' make steps uneven, so steps do not measure it)."""
+        if tc.time_budget_s:
+            return elapsed() / tc.time_budget_s
+        if cfg.data.size_schedule_batch == "scale":
+            return (epoch * batches + next_batch) / (tc.epochs * batches)
+        return step / total_steps
+
+    schedule_fn = scheduler.lr_lambdas[0]
     higher_better = cfg.checkpoint.metric == "val_acc1"
     stop_reason = None
     model.train()
@@ -288,7 +337,18 @@ def _train(cfg: Config, model: nn.Module | None, info: DistInfo, device: torch.d
         step_loss = torch.zeros((), device=device)
         log_images = 0
         next_batch = start_batch
-        for batch_idx, (images, labels) in enumerate(train_loader, start=start_batch):
+        batch_iter = iter(train_loader)
+        batch_idx = start_batch - 1
+        for images, labels in batch_iter:
+            batch_idx += 1
+            if cfg.data.size_schedule:  # progressive resolution: this batch's size from the run's progress
+                now_size = size_at(cfg.data.size_schedule, progress(), size)
+                augment.out_size = None if now_size == tuple(images.shape[-2:]) else now_size
+                merge = batch_merge(cfg, now_size, size)
+                if merge > 1:  # smaller images, bigger batch: the next loader batches join this one
+                    more = list(itertools.islice(batch_iter, merge - 1))
+                    images, labels = torch.cat([images, *(m[0] for m in more)]), torch.cat([labels, *(m[1] for m in more)])
+                    batch_idx += len(more)
             wait += time.perf_counter() - t_wait_start
             next_batch = batch_idx + 1
             group_start = batch_idx - batch_idx % accum
@@ -330,6 +390,8 @@ def _train(cfg: Config, model: nn.Module | None, info: DistInfo, device: torch.d
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
+            if schedule_fn.by_progress:
+                schedule_fn.progress = progress()
             scheduler.step()
             if ema is not None:
                 ema.update_parameters(raw_model)
@@ -363,13 +425,17 @@ def _train(cfg: Config, model: nn.Module | None, info: DistInfo, device: torch.d
                 stop_reason = f"reached train.max_steps={total_steps}" if total_steps < tc.epochs * steps_per_epoch \
                     else "finished"
                 break
+            if tc.time_budget_s and _agree(elapsed() >= tc.time_budget_s, device, info):
+                stop_reason = f"reached train.time_budget_s={tc.time_budget_s:g}"
+                break
             t_wait_start = time.perf_counter()
         monitor.end_epoch()
         epoch_done = next_batch >= batches
 
         # --- end of epoch: validate, keep the best, early stopping, last.pt --------------------------------------
         loss_sum, correct, count = all_reduce_sum(epoch_sums.tolist(), device, info)
-        record = {"kind": "epoch", "step": step, "epoch": epoch + 1, "epoch_time_s": time.perf_counter() - t_epoch,
+        record = {"kind": "epoch", "step": step, "epoch": epoch + (next_batch / batches if not epoch_done else 1),
+                  "epoch_time_s": time.perf_counter() - t_epoch,
                   "train_loss": loss_sum / max(count, 1), "train_acc1": correct / max(count, 1) * 100}
         if (epoch + 1) % tc.eval_every == 0 or epoch + 1 == tc.epochs or stop_reason:
             val = run_eval(raw_model, val_loader)
@@ -388,6 +454,7 @@ def _train(cfg: Config, model: nn.Module | None, info: DistInfo, device: torch.d
                 bad_epochs += 1
             if tc.early_stop_patience and bad_epochs >= tc.early_stop_patience:
                 stop_reason = f"early stop: {cfg.checkpoint.metric} did not improve for {bad_epochs} evaluations"
+        record["elapsed_s"] = elapsed()  # after validation: the time this accuracy was reached
         monitor.log(record, step, line=True)
         if monitor.mode == "bar":
             monitor.print("  ".join(f"{k} {v:.4g}" for k, v in record.items() if isinstance(v, float)))
@@ -398,6 +465,7 @@ def _train(cfg: Config, model: nn.Module | None, info: DistInfo, device: torch.d
         resumed = None
 
     # --- the end: test the best weights, write the summary ---------------------------------------------------------
+    train_time = elapsed()  # the loop's wall clock, validations included: what a time budget is compared with
     barrier(info)
     summary: dict[str, Any] = {"run_dir": str(run_dir), "model": cfg.model.name, "data": cfg.data.name,
                                "steps": step, "epochs": epoch, "micro_batch": per_rank * info.world_size,
@@ -412,7 +480,7 @@ def _train(cfg: Config, model: nn.Module | None, info: DistInfo, device: torch.d
     wall = time.perf_counter() - t_start
     summary.update({
         f"best_{cfg.checkpoint.metric}": best, "test_acc1": test["acc1"], "test_acc5": test["acc5"],
-        "test_loss": test["loss"], "test_images": test["count"], "wall_time_s": wall,
+        "test_loss": test["loss"], "test_images": test["count"], "wall_time_s": wall, "train_time_s": train_time,
         "train_img_per_s": _mean_throughput(monitor.history), "peak_mem_mb": peak_memory_mb(device),
         "best_checkpoint": str(best_path), "last_state": str(run_dir / "last.pt"),
     })
@@ -422,6 +490,11 @@ def _train(cfg: Config, model: nn.Module | None, info: DistInfo, device: torch.d
                                           for k, v in summary.items()))
     monitor.finish(summary)
     return summary
+
+
+def _agree(flag: bool, device: torch.device, info: DistInfo) -> bool:
+    """True on every rank when any rank says so: clocks differ, and a rank that stopped alone would hang the rest."""
+    return bool(all_reduce_sum([float(flag)], device, info)[0]) if info.enabled else flag
 
 
 def _mean_throughput(history: list[dict]) -> float | None:
