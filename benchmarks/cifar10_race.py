@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import subprocess
 import sys
 import tempfile
@@ -146,7 +147,8 @@ def transformer_fraction(model: torch.nn.Module, input_size) -> float:
         model(torch.zeros(2, *input_size)).sum().backward()
     model.zero_grad(set_to_none=True)
     per_module = {name.split(".", 1)[-1]: sum(d.values()) for name, d in counter.get_flop_counts().items()}
-    return per_module.get("blocks", 0) / counter.get_total_flops()
+    blocks = sum(v for name, v in per_module.items() if re.fullmatch(r"blocks\.\d+", name))
+    return blocks / counter.get_total_flops()
 
 
 # --- vitkit: the CLI with the recipe ------------------------------------------------------------------------------

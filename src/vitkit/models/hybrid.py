@@ -53,14 +53,20 @@ def resnet_stem(in_chans: int, layers: Sequence[int], width: int = 64) -> tuple[
     return nn.Sequential(*modules), stride, channels
 
 
-def conv_stem(in_chans: int, channels: Sequence[int]) -> tuple[nn.Sequential, int, int]:
-    """3x3 stride-2 conv + BatchNorm + ReLU per entry of ``channels``; returns (module, stride, out channels)."""
+def conv_stem(in_chans: int, channels: Sequence[int], strides: Sequence[int] | None = None
+              ) -> tuple[nn.Sequential, int, int]:
+    """3x3 conv + BatchNorm + ReLU per entry of ``channels`` (stride 2 each unless ``strides`` says otherwise: a
+    stride-1 layer adds depth at a resolution without shrinking the grid); returns (module, stride, out channels)."""
+    strides = [2] * len(channels) if strides is None else list(strides)
+    if len(strides) != len(channels) or any(s not in (1, 2) for s in strides):
+        raise ValueError(f"conv_strides must hold 1 or 2 for each of the {len(channels)} conv_channels, got {strides}")
     modules: list[nn.Module] = []
-    prev = in_chans
-    for ch in channels:
-        modules += [nn.Conv2d(prev, ch, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(ch), nn.ReLU(inplace=True)]
-        prev = ch
-    return nn.Sequential(*modules), 2 ** len(channels), prev
+    prev, total = in_chans, 1
+    for ch, stride in zip(channels, strides):
+        modules += [nn.Conv2d(prev, ch, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(ch),
+                    nn.ReLU(inplace=True)]
+        prev, total = ch, total * stride
+    return nn.Sequential(*modules), total, prev
 
 
 class HybridEmbed(nn.Module):
@@ -103,6 +109,7 @@ class HybridVisionTransformer(VisionTransformer):
         layers: Sequence[int] = (3, 4, 9),
         stem_width: int = 64,
         conv_channels: Sequence[int] = (64, 128),
+        conv_strides: Sequence[int] | None = None,
         patch_size: int = 1,
         img_size: int | Sequence[int] = 224,
         in_chans: int = 3,
@@ -113,10 +120,11 @@ class HybridVisionTransformer(VisionTransformer):
         if backbone == "resnet":
             stem, stride, channels = resnet_stem(in_chans, layers, stem_width)
         else:
-            stem, stride, channels = conv_stem(in_chans, conv_channels)
+            stem, stride, channels = conv_stem(in_chans, conv_channels, conv_strides)
         super().__init__(img_size=img_size, patch_size=stride * patch_size, in_chans=in_chans, **kwargs)
         self.config.update(backbone=backbone, layers=list(layers), stem_width=stem_width,
-                           conv_channels=list(conv_channels), patch_size=patch_size)
+                           conv_channels=list(conv_channels), patch_size=patch_size,
+                           conv_strides=list(conv_strides) if conv_strides is not None else None)
         self.patch_embed = HybridEmbed(stem, stride, channels, patch_size, img_size, in_chans, self.embed_dim,
                                        strict_img_size=not self.dynamic_img_size)
         self.patch_size = stride * patch_size
@@ -142,6 +150,9 @@ def register_hybrids(register) -> None:
              kwargs=_vit("tiny", 1, img_size=32, num_classes=10, backbone="conv", conv_channels=(48, 96)),
              mean=CIFAR10_MEAN, std=CIFAR10_STD, crop_pct=1.0,
              notes="light conv stem (two 3x3/2 convs) for CIFAR: an 8x8 token grid")
+    register("vit_hybrid_conv_small_224", arch="hybrid",
+             kwargs=_vit("small", 1, img_size=224, backbone="conv", conv_channels=(48, 96, 192, 384)) | {"depth": 11},
+             notes="ViT-S with the convolutional stem of Xiao et al. 2021 (four 3x3/2 convs, one block fewer)")
 
 
 __all__ = ["HybridVisionTransformer", "HybridEmbed", "resnet_stem", "conv_stem"]
