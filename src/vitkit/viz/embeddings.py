@@ -93,7 +93,8 @@ def filter_components(model: nn.Module, count: int = 28) -> tuple[torch.Tensor, 
     """The first ``count`` principal components of the patch filters (k, C, p, p) and their variance share (k,).
 
     PCA over the D filters (mean filter removed); each component's sign is fixed so that its largest entry is
-    positive, which makes the picture deterministic.
+    positive, which makes the picture deterministic. Fewer than ``count`` come back if the filters span fewer
+    directions.
     """
     if count < 1:
         raise ValueError(f"count must be >= 1, got {count}")
@@ -101,11 +102,11 @@ def filter_components(model: nn.Module, count: int = 28) -> tuple[torch.Tensor, 
     d, c, ph, pw = filters.shape
     flat = filters.reshape(d, -1).double()
     _, s, vh = torch.linalg.svd(flat - flat.mean(0, keepdim=True), full_matrices=False)
-    k = min(count, vh.shape[0])
+    share = s**2 / (s**2).sum().clamp(min=1e-30)
+    k = min(count, int((share > 1e-12).sum()))  # directions without variance are numerical noise, not components
     comps = vh[:k]
-    signs = torch.sign(comps.gather(1, comps.abs().argmax(1, keepdim=True)))
-    comps = comps * signs
-    share = (s**2 / (s**2).sum().clamp(min=1e-30))[:k]
+    comps = comps * torch.sign(comps.gather(1, comps.abs().argmax(1, keepdim=True)))
+    share = share[:k]
     return comps.reshape(k, c, ph, pw).float(), share.float()
 
 
@@ -141,9 +142,7 @@ def _cmap(name: str):
     """A copy of a colour map whose NaN (the mosaic's separators) is white."""
     import matplotlib
 
-    cmap = matplotlib.colormaps[name].copy()
-    cmap.set_bad("white")
-    return cmap
+    return matplotlib.colormaps[name].with_extremes(bad="white")
 
 
 __all__ = [
