@@ -11,9 +11,9 @@ from matplotlib.figure import Figure
 from ..utils.fileio import atomic_path
 
 
-def new_figure(**kwargs: Any) -> Figure:
-    """A figure with a constrained layout (colour bars and titles get their room); rendered by Agg on save."""
-    return Figure(layout="constrained", **kwargs)
+def new_figure(layout: str | None = "constrained", **kwargs: Any) -> Figure:
+    """A figure (by default with a constrained layout: colour bars and titles get their room); Agg renders it."""
+    return Figure(layout=layout, **kwargs)
 
 
 def save_png(fig: Figure, path: str | Path | None = None, dpi: int = 100) -> bytes:
