@@ -102,8 +102,9 @@ def test_model_with_forced_uniform_attention_gives_the_known_rollout(kw, size):
 
 
 def test_trained_style_model_maps_are_distributions_and_fusion_changes_them():
-    model = tiny(reg_tokens=1)
+    model = tiny(reg_tokens=1).train()
     maps = attention_maps(model, torch.randn(1, 3, 16, 16))
+    assert model.training  # the caller's mode is restored
     assert maps.fused_max_abs_diff < 1e-4
     for fusion in ("mean", "max", "min"):
         rollout, share = maps.rollout(fusion, 0.5)

@@ -136,11 +136,15 @@ def attention_maps(model: nn.Module, images: torch.Tensor, verify: bool = True, 
     ``tolerance`` x max(1, |logits|): maps from a path that computes something else would be meaningless.
     """
     check_attention_support(model)
-    model.eval()
-    logits, attentions = model.forward_with_attention(images)
+    was_training = model.training
+    model.eval()  # dropout and token dropout off; the caller's mode is restored below
+    try:
+        logits, attentions = model.forward_with_attention(images)
+        fused = model(images) if verify else None
+    finally:
+        model.train(was_training)
     diff = 0.0
-    if verify:
-        fused = model(images)
+    if fused is not None:
         diff = float((fused.float() - logits.float()).abs().max())
         scale = max(1.0, float(fused.float().abs().max()))
         if diff > tolerance * scale:

@@ -64,7 +64,7 @@ def predict_split(model: nn.Module, images: torch.Tensor, mean, std, device: tor
     """Logits (N, classes) for uint8 images (N, C, H, W), normalised and resized as the training run's evaluation."""
     from ..train.evaluate import prepare_batch
 
-    out_size = tuple(model.config["img_size"])
+    out_size = tuple(model.config.get("img_size") or images.shape[-2:])  # NaViT may have no nominal size
     model.eval().to(device)
     logits = [model(prepare_batch(images[i: i + batch_size].to(device), mean, std, out_size)).float().cpu()
               for i in range(0, len(images), batch_size)]
