@@ -95,6 +95,18 @@ def test_report_without_weights_or_data_says_what_is_missing(run_dir, tmp_path):
         write_run_report(tmp_path / "nope")
 
 
+def test_viz_report_command_rebuilds_the_report_of_a_run(run_dir, tmp_path, capsys):
+    from vitkit.cli import main
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    (copy / "report.html").unlink()
+    assert main(["viz", "report", str(copy)]) == 0
+    assert outline(copy / "report.html").images == 2 + 48 + 4
+    assert main(["viz", "report", str(tmp_path)]) == 1
+    assert "config.yaml not found" in capsys.readouterr().err
+
+
 def test_report_can_be_switched_off(tmp_path):
     summary = train(tiny_config(tmp_path, "train.epochs=1", "log.report=false"))
     assert not (Path(summary["run_dir"]) / "report.html").exists()

@@ -1,4 +1,4 @@
-"""`vitkit viz attention | posembed | filters`: argument parsing only; each command calls vitkit.viz functions.
+"""`vitkit viz attention | posembed | filters | report`: argument parsing only; each calls vitkit.viz functions.
 
 ``add_subcommands(subparsers)`` registers ``viz`` on vitkit's main parser.
 """
@@ -133,10 +133,25 @@ def cmd_filters(args: argparse.Namespace) -> int:
     return 0
 
 
+@_reported
+def cmd_report(args: argparse.Namespace) -> int:
+    """Rebuild report.html of an existing run: its validation split comes from the run's own config.yaml."""
+    from ..train import load_config
+    from ..train.engine import _datasets
+    from .report import write_run_report
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise FileNotFoundError(f"{run_dir / 'config.yaml'} not found: is {run_dir} a vitkit run directory?")
+    val = _datasets(load_config(run_dir / "config.yaml"))[1]
+    print(f"-> {write_run_report(run_dir, val, checkpoint=args.checkpoint, device=args.device)}")
+    return 0
+
+
 def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     from .attention import HEAD_FUSIONS
 
-    viz = subparsers.add_parser("viz", help="pictures of a model: attention maps, position embeddings, patch filters")
+    viz = subparsers.add_parser("viz", help="pictures of a model (attention, position embeddings, filters), run reports")
     sub = viz.add_subparsers(dest="viz_command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
@@ -164,6 +179,12 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     common(p)
     p.add_argument("--count", type=int, default=28, help="number of components (the ViT paper shows 28)")
     p.set_defaults(func=cmd_filters)
+
+    p = sub.add_parser("report", help="(re)write report.html of a training run directory")
+    p.add_argument("run_dir", help="a run directory (holds config.yaml, best.safetensors, metrics.jsonl ...)")
+    p.add_argument("--checkpoint", help="weights to report on (default: RUN_DIR/best.safetensors)")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_report)
 
 
 __all__ = ["add_subcommands", "parse_size"]
