@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -58,16 +59,24 @@ def _confusion_png(confusion: torch.Tensor, classes: list[str]) -> bytes:
         return (Path(tmp) / "confusion.png").read_bytes()
 
 
+def _chw(images: np.ndarray, index) -> torch.Tensor:
+    """uint8 (B, C, H, W) tensor of some rows of an (N, H, W, C) array or memmap (copied: memmaps are read-only)."""
+    return torch.from_numpy(np.array(images[index])).permute(0, 3, 1, 2)
+
+
 @torch.no_grad()
-def predict_split(model: nn.Module, images: torch.Tensor, mean, std, device: torch.device,
+def predict_split(model: nn.Module, images: np.ndarray, mean, std, device: torch.device,
                   batch_size: int = 256) -> torch.Tensor:
-    """Logits (N, classes) for uint8 images (N, C, H, W), normalised and resized as the training run's evaluation."""
+    """Logits (N, classes) for uint8 images (N, H, W, C), normalised and resized as the training run's evaluation.
+
+    Reads the array batch by batch, so a memory-mapped split is never copied whole.
+    """
     from ..train.evaluate import prepare_batch
 
-    out_size = tuple(model.config.get("img_size") or images.shape[-2:])  # NaViT may have no nominal size
+    out_size = tuple(model.config.get("img_size") or images.shape[1:3])  # NaViT may have no nominal size
     model.eval().to(device)
-    logits = [model(prepare_batch(images[i: i + batch_size].to(device), mean, std, out_size)).float().cpu()
-              for i in range(0, len(images), batch_size)]
+    logits = [model(prepare_batch(_chw(images, slice(i, i + batch_size)).to(device), mean, std, out_size)).float()
+              .cpu() for i in range(0, len(images), batch_size)]
     return torch.cat(logits) if logits else torch.zeros(0, model.num_classes)
 
 
@@ -78,14 +87,15 @@ def prediction_order(predictions: torch.Tensor, labels: torch.Tensor, confidence
     return key.argsort(stable=True)
 
 
-def _prediction_grid(images: torch.Tensor, order: torch.Tensor, predictions, labels, confidence,
+def _prediction_grid(images: np.ndarray, order: torch.Tensor, predictions, labels, confidence,
                      classes: list[str], count: int) -> str:
     from torchvision.io import encode_png
 
     cells = []
     for i in order[:count].tolist():
         ok = bool(predictions[i] == labels[i])
-        image = images[i] if images.shape[1] == 3 else images[i, :1]
+        image = _chw(images, [i])[0]
+        image = image if image.shape[0] == 3 else image[:1]
         png = encode_png(image.contiguous()).numpy().tobytes()
         cells.append(
             f'<figure class="{"right" if ok else "wrong"}">{_img(png, f"validation image {i}")}<figcaption>'
@@ -94,7 +104,7 @@ def _prediction_grid(images: torch.Tensor, order: torch.Tensor, predictions, lab
     return '<div class="grid">' + "".join(cells) + "</div>"
 
 
-def _attention_figures(model: nn.Module, images: torch.Tensor, picks: list[int], mean, std, predictions, labels,
+def _attention_figures(model: nn.Module, images: np.ndarray, picks: list[int], mean, std, predictions, labels,
                        classes: list[str], device: torch.device) -> str:
     from ..data.decode import fit_to
     from ..train.evaluate import prepare_batch
@@ -105,7 +115,7 @@ def _attention_figures(model: nn.Module, images: torch.Tensor, picks: list[int],
     except TypeError as err:
         return f"<p>Not available: {html.escape(str(err))}.</p>"
     size = tuple(model.config["img_size"])
-    batch = images[picks]
+    batch = _chw(images, picks)
     maps = attention_maps(model, prepare_batch(batch.to(device), mean, std, size))
     rollout, roll_prefix = maps.rollout()
     heads, head_prefix = maps.last_layer_heads()
@@ -136,7 +146,7 @@ def _prediction_sections(run_dir: Path, dataset, checkpoint: Path, device: torch
     extra = getattr(model, "checkpoint_meta", {}).get("extra", {})
     mean, std = extra.get("mean", dataset.mean), extra.get("std", dataset.std)
     classes = [str(c) for c in extra.get("class_names", dataset.classes)]
-    images = torch.from_numpy(dataset.images[:]).permute(0, 3, 1, 2)
+    images = dataset.images
     labels = torch.as_tensor(dataset.labels[:], dtype=torch.int64)
     logits = predict_split(model, images, mean, std, device, batch_size)
     confidence, predictions = logits.softmax(-1).max(-1)
@@ -152,7 +162,7 @@ def _prediction_sections(run_dir: Path, dataset, checkpoint: Path, device: torch
     return {
         "Confusion matrix": f"<p>{checkpoint.name} on all {len(labels)} validation images: top-1 {accuracy:.2f}% "
                             f"(rows: true class, columns: predicted, row-normalised colour).</p>"
-                            + _img(_confusion_png(confusion, classes), "confusion matrix", "wide"),
+                            + _img(_confusion_png(confusion, classes), "confusion matrix", "wide confusion"),
         "Validation predictions": f"<p>{min(grid_images, len(labels))} of {len(labels)} images, mistakes first "
                                   f"({len(wrong)} mistakes in all).</p>"
                                   + _prediction_grid(images, order, predictions, labels, confidence, classes,
@@ -175,7 +185,7 @@ body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; 
 h1 { font-size: 1.5em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 1.6em; }
 table { border-collapse: collapse; font-size: .9em; } th, td { padding: .15em .8em; border-bottom: 1px solid #eee;
 text-align: left; } th { font-weight: 600; } pre { background: #f6f6f6; padding: 1em; overflow: auto; font-size: .85em; }
-img.wide { max-width: 100%; display: block; margin: .5em 0; }
+img.wide { max-width: 100%; display: block; margin: .5em 0; } img.confusion { max-width: min(100%, 720px); }
 .grid { display: flex; flex-wrap: wrap; gap: 6px; }
 .grid figure { margin: 0; padding: 3px; width: 104px; font-size: .72em; text-align: center; border: 3px solid; }
 .grid figure.wrong { border-color: #d33; } .grid figure.right { border-color: #3a3; }
