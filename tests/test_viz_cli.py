@@ -54,7 +54,9 @@ def test_attention_posembed_filters_write_pngs(checkpoint, tmp_path, capsys):
 def test_clear_errors(checkpoint, tmp_path, capsys):
     image = tmp_path / "x.png"
     write_png(torch.zeros(3, 16, 16, dtype=torch.uint8), str(image))
-    assert main(["viz", "attention", "navit_tiny_patch4_32", str(image), "--out", str(tmp_path)]) == 1
+    navit = tmp_path / "navit.safetensors"
+    vitkit.save_checkpoint(vitkit.create_model("navit_tiny_patch4_32", depth=1, embed_dim=32, num_heads=2), navit)
+    assert main(["viz", "attention", str(navit), str(image), "--out", str(tmp_path)]) == 1
     assert "NaViT" in capsys.readouterr().err
     assert main(["viz", "posembed", str(tmp_path / "missing.safetensors"), "--out", str(tmp_path)]) == 1
     assert "not found" in capsys.readouterr().err

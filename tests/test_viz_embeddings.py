@@ -75,6 +75,13 @@ def test_filter_pca_recovers_the_planted_components():
         assert comp.reshape(-1)[comp.reshape(-1).abs().argmax()] > 0  # sign convention
 
 
+def test_deit_leaves_out_both_prefix_tokens():
+    deit = vitkit.create_model("deit_tiny_distilled_patch4_32", img_size=8, depth=1)
+    emb, grid = position_embedding_grid(deit)
+    assert grid == (2, 2)
+    torch.testing.assert_close(emb, deit.pos_embed[0, 2:].detach())
+
+
 def test_hybrid_filters_are_refused():
     hybrid = vitkit.create_model("vit_hybrid_conv_tiny_32", depth=1, conv_channels=(8, 16))
     with pytest.raises(ValueError, match="feature maps"):
