@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: setup run test lint clean
+.PHONY: setup run test lint clean chromium
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,8 +18,16 @@ setup: $(STAMP)
 run: setup  # the embedded default: a small ViT on digits, about a minute on a CPU; prints the test accuracy
 	$(VENV)/bin/vitkit train
 
-test: setup
+test: setup chromium
 	$(PY) -m pytest -q
+
+# Headless browser for the report test (tests/test_viz_report.py renders report.html). Debian's `chromium`, installed
+# here (about 30 s) when missing and we are root with apt-get; otherwise that one test is skipped and says why.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; } || \
+	  echo "chromium not installed: tests/test_viz_report.py will skip its rendering test"
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks

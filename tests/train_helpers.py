@@ -27,6 +27,7 @@ TINY = [
     "log.progress=none",
     "log.tensorboard=false",
     "log.curves=false",
+    "log.report=false",  # report.html has its own tests (tests/test_viz_report.py)
 ]
 
 

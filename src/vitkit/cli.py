@@ -148,11 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     from .data.cache import add_cache_arguments, build_cache_cli
     from .infer.cli_commands import add_subcommands as add_infer_commands
     from .plan.cli_commands import add_subcommands as add_plan_commands
+    from .viz.cli_commands import add_subcommands as add_viz_commands
 
     p = sub.add_parser("cache", help="decode a dataset once into the uint8 memory-mapped cache (with img/s)")
     add_cache_arguments(p).set_defaults(func=build_cache_cli)
     add_infer_commands(sub)
     add_plan_commands(sub)
+    add_viz_commands(sub)
     return parser
 
 

@@ -205,6 +205,7 @@ class LogConfig:
     progress: Literal["auto", "bar", "plain", "none"] = "auto"  # auto: a bar on a terminal, plain lines otherwise
     tensorboard: bool = True
     curves: bool = True  # curves.png at the end
+    report: bool = True  # report.html at the end: curves, confusion matrix, predictions, attention (vitkit.viz)
 
     def validate(self) -> None:
         _require(self.every_steps >= 1, "log.every_steps", "must be >= 1", self.every_steps)

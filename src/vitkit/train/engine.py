@@ -489,6 +489,10 @@ def _train(cfg: Config, model: nn.Module | None, info: DistInfo, device: torch.d
     monitor.print("summary: " + "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                           for k, v in summary.items()))
     monitor.finish(summary)
+    if info.is_main and cfg.log.report:  # report.html from the run directory and the best weights (vitkit.viz)
+        from ..viz.report import write_run_report
+
+        write_run_report(run_dir, val_ds, device=device)
     return summary
 
 
