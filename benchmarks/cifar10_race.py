@@ -27,7 +27,6 @@ import math
 import re
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -154,29 +153,31 @@ def transformer_fraction(model: torch.nn.Module, input_size) -> float:
 # --- vitkit: the CLI with the recipe ------------------------------------------------------------------------------
 
 
-def run_vitkit(data: str, budget: float, recipe: str, extra: list[str]) -> dict:
+def run_vitkit(data: str, budget: float, recipe: str, extra: list[str], out: str) -> dict:
     from vitkit import load_checkpoint
 
-    with tempfile.TemporaryDirectory() as out:
-        cmd = [sys.executable, "-m", "vitkit", "train", "--recipe", recipe, "--set", f"data.name={data}",
-               "--set", f"train.time_budget_s={budget}", "--set", f"checkpoint.out_dir={out}",
-               "--set", "log.progress=plain"]
-        for kv in extra:
-            cmd += ["--set", kv]
-        print("vitkit:", " ".join(cmd[1:]), flush=True)
-        proc = subprocess.run(cmd, cwd=REPO, text=True, capture_output=True)
-        sys.stdout.write("".join(line + "\n" for line in proc.stdout.splitlines() if line.startswith(("epoch", "test"))))
-        if proc.returncode:
-            raise SystemExit(f"vitkit train failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-        run_dir = next(Path(out).iterdir())
-        summary = json.loads((run_dir / "summary.json").read_text())
-        records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-        model = load_checkpoint(run_dir / "best.safetensors")
-        params = sum(p.numel() for p in model.parameters())
-        flops = counted_flops(model, (3, *model.patch_embed.img_size), 1, mode="infer")
-        block_fraction = transformer_fraction(model, (3, *model.patch_embed.img_size))
+    Path(out).mkdir(parents=True, exist_ok=True)
+    before = set(Path(out).iterdir())
+    # the run directory stays (weights, report.html) for the pictures: `vitkit viz ... <run>/best.safetensors`
+    cmd = [sys.executable, "-m", "vitkit", "train", "--recipe", recipe, "--set", f"data.name={data}",
+           "--set", f"train.time_budget_s={budget}", "--set", f"checkpoint.out_dir={out}",
+           "--set", "log.progress=plain"]
+    for kv in extra:
+        cmd += ["--set", kv]
+    print("vitkit:", " ".join(cmd[1:]), flush=True)
+    proc = subprocess.run(cmd, cwd=REPO, text=True, capture_output=True)
+    sys.stdout.write("".join(line + "\n" for line in proc.stdout.splitlines() if line.startswith(("epoch", "test"))))
+    if proc.returncode:
+        raise SystemExit(f"vitkit train failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    (run_dir,) = set(Path(out).iterdir()) - before
+    summary = json.loads((run_dir / "summary.json").read_text())
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    model = load_checkpoint(run_dir / "best.safetensors")
+    params = sum(p.numel() for p in model.parameters())
+    flops = counted_flops(model, (3, *model.patch_embed.img_size), 1, mode="infer")
+    block_fraction = transformer_fraction(model, (3, *model.patch_embed.img_size))
     epochs = [r for r in records if r.get("kind") == "epoch"]
-    images = summary["steps"] * summary["micro_batch"] * summary["accum_steps"]
+    images = summary["train_images"]
     return {
         "top1": summary["test_acc1"], "test_ema_acc1": summary.get("test_ema_acc1"),
         "best_val_acc1": summary.get("best_val_acc1"), "train_time_s": summary["train_time_s"],
@@ -186,7 +187,7 @@ def run_vitkit(data: str, budget: float, recipe: str, extra: list[str]) -> dict:
         "images": images,
         "curve": [{"time_s": r["elapsed_s"], "epoch": r["epoch"], "val_acc1": r["val_acc1"]} for r in epochs
                   if "val_acc1" in r],
-        "recipe": recipe, "overrides": extra, "stop_reason": summary["stop_reason"],
+        "recipe": recipe, "overrides": extra, "stop_reason": summary["stop_reason"], "run_dir": str(run_dir),
     }
 
 
@@ -224,6 +225,7 @@ def main() -> None:
     parser.add_argument("--baseline-precision", choices=("auto", "bf16", "fp32"), default="auto")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--out", default=str(RESULTS / "cifar10_race.json"))
+    parser.add_argument("--runs", default=str(REPO / "runs" / "cifar10_race"), help="where vitkit's run directory goes")
     args = parser.parse_args()
 
     if not Path(args.data).is_dir():
@@ -236,7 +238,7 @@ def main() -> None:
                     "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                     "command": " ".join(["python", *sys.argv])}
     if args.only != "baseline":
-        result["vitkit"] = run_vitkit(args.data, args.budget, args.recipe, args.set)
+        result["vitkit"] = run_vitkit(args.data, args.budget, args.recipe, args.set, args.runs)
         result["vitkit_top1"] = result["vitkit"]["top1"]
     if args.only != "vitkit":
         result["baseline"] = run_baseline(splits, args.budget, precision, args.threads)

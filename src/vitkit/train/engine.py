@@ -227,7 +227,7 @@ def _train(cfg: Config, model: nn.Module | None, info: DistInfo, device: torch.d
     torch.manual_seed(tc.seed + info.rank)  # dropout / drop-path / token-dropout streams differ per rank
 
     # --- run directory and resume ----------------------------------------------------------------------------------
-    step, epoch, best, bad_epochs, resumed, elapsed_before = 0, 0, None, 0, None, 0.0
+    step, epoch, best, bad_epochs, resumed, elapsed_before, images_seen = 0, 0, None, 0, None, 0.0, 0
     if cfg.checkpoint.resume:
         path = resolve_resume(cfg.checkpoint.resume, cfg.checkpoint.out_dir, cfg.checkpoint.run_name or cfg.model.name)
         resumed = load_train_state(path)
@@ -244,7 +244,7 @@ def _train(cfg: Config, model: nn.Module | None, info: DistInfo, device: torch.d
         if ema is not None:
             ema.load_state_dict(resumed["ema"])
         step, epoch, best, bad_epochs = resumed["step"], resumed["epoch"], resumed["best"], resumed["bad_epochs"]
-        elapsed_before = resumed.get("elapsed_s", 0.0)
+        elapsed_before, images_seen = resumed.get("elapsed_s", 0.0), resumed.get("images_seen", 0)
         restore_rng(resumed["rng"], aug_gen)
     else:
         run_dir = _new_run_dir(cfg, info)
@@ -263,7 +263,7 @@ def _train(cfg: Config, model: nn.Module | None, info: DistInfo, device: torch.d
             "scaler": scaler.state_dict(), "ema": ema.state_dict() if ema is not None else {},
             "step": step, "epoch": epoch_to_run, "loader": loader_state, "best": best, "bad_epochs": bad_epochs,
             "geometry": [per_rank, accum, info.world_size], "rng": capture_rng(aug_gen), "config": cfg.to_dict(),
-            "elapsed_s": elapsed(),
+            "elapsed_s": elapsed(), "images_seen": images_seen,
         }
 
     def save_last(epoch_to_run: int, loader_state: dict, name: str = "last.pt") -> None:
@@ -367,6 +367,7 @@ def _train(cfg: Config, model: nn.Module | None, info: DistInfo, device: torch.d
             sums += batch_stats
             epoch_sums += batch_stats
             log_images += len(y) * info.world_size
+            images_seen += len(y) * info.world_size
             if not last_micro:
                 t_wait_start = time.perf_counter()
                 continue
@@ -481,6 +482,7 @@ def _train(cfg: Config, model: nn.Module | None, info: DistInfo, device: torch.d
     summary.update({
         f"best_{cfg.checkpoint.metric}": best, "test_acc1": test["acc1"], "test_acc5": test["acc5"],
         "test_loss": test["loss"], "test_images": test["count"], "wall_time_s": wall, "train_time_s": train_time,
+        "train_images": images_seen,
         "train_img_per_s": _mean_throughput(monitor.history), "peak_mem_mb": peak_memory_mb(device),
         "best_checkpoint": str(best_path), "last_state": str(run_dir / "last.pt"),
     })
