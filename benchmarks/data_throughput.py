@@ -24,26 +24,13 @@ from pathlib import Path
 
 import torch
 import torchvision
+from _common import cpu_model, load
 from torchvision.transforms import v2
 
 from vitkit.data import BatchAugment, build_dataset, build_loader
 from vitkit.utils.fileio import atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def load() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
 
 
 def time_epoch(batches, consume) -> dict:

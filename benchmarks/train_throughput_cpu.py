@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import torch
+from _common import cpu_flags, cpu_model, load
 
 from vitkit.train import load_config, train
 from vitkit.utils.fileio import atomic_write_text
@@ -35,17 +36,6 @@ CASES = [  # model, image size, precision, batch, logging window (optimizer step
     ("vit_tiny_patch4_32", 32, "fp32", 64, 2, 3),
     ("vit_tiny_patch4_32", 32, "bf16", 32, 1, 3),
 ]
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def load() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
 
 
 def measure(model: str, size: int, batch: int, window: int, windows: int, precision: str, threads: int,
@@ -98,7 +88,7 @@ def main() -> None:
     result = {
         "benchmark": "train_throughput_cpu",
         "command": "python benchmarks/train_throughput_cpu.py " + " ".join(sys.argv[1:]),
-        "cpu_flags": sorted({f for f in Path("/proc/cpuinfo").read_text().split() if f.startswith(("avx", "amx"))}),
+        "cpu_flags": cpu_flags(),
         "machine": {"cpu": cpu_model(), "cores": len(os.sched_getaffinity(0)), "platform": platform.platform()},
         "torch": torch.__version__, "python": platform.python_version(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "loadavg_start": load(),

@@ -55,6 +55,8 @@ class DataConfig:
     # (small images); per_sample: torchvision v2 transforms per image in DataLoader workers (large images)
     scale_min: float = 0.08  # per_sample: RandomResizedCrop scale range (scale_min, 1)
     auto_augment: Literal["randaugment", "trivialaugment", "autoaugment", "autoaugment-cifar10"] | None = None
+    randaugment_num_ops: int = 2  # auto_augment=randaugment: operations per image (the N of RandAugment(N, M))
+    randaugment_magnitude: int = 9  # auto_augment=randaugment: strength M, 0..30 (torchvision's 31 bins)
     random_erasing: float = 0.0  # per_sample: RandomErasing probability
     crop_pct: float = 0.875  # per_sample evaluation: resize to size / crop_pct, then centre-crop
     crop_padding: int = 0  # random-crop padding in pixels; 0 = off (on 8x8 digits a 1-pixel shift costs ~6 points)
@@ -80,6 +82,9 @@ class DataConfig:
         _require(0.0 < self.scale_min <= 1.0, "data.scale_min", "must be in (0, 1]", self.scale_min)
         _require(0.0 < self.crop_pct <= 1.0, "data.crop_pct", "must be in (0, 1]", self.crop_pct)
         _require(0.0 <= self.random_erasing <= 1.0, "data.random_erasing", "must be in [0, 1]", self.random_erasing)
+        _require(self.randaugment_num_ops >= 1, "data.randaugment_num_ops", "must be >= 1", self.randaugment_num_ops)
+        _require(0 <= self.randaugment_magnitude <= 30, "data.randaugment_magnitude", "must be in [0, 30]",
+                 self.randaugment_magnitude)
         if self.pipeline == "batch":
             for key, off in (("auto_augment", None), ("random_erasing", 0.0)):
                 _require(getattr(self, key) == off, f"data.{key}", "needs data.pipeline=per_sample",

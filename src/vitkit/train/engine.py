@@ -179,6 +179,7 @@ def _train(cfg: Config, model: nn.Module | None, info: DistInfo, device: torch.d
         train_tf = build_train_transform(
             size, mean=mean, std=std, scale=(cfg.data.scale_min, 1.0), hflip=0.5 if cfg.data.flip else 0.0,
             random_crop_padding=cfg.data.crop_padding or None, auto_augment=cfg.data.auto_augment,
+            magnitude=cfg.data.randaugment_magnitude, num_ops=cfg.data.randaugment_num_ops,
             random_erasing=cfg.data.random_erasing)
         eval_tf = build_eval_transform(size, mean=mean, std=std, crop_pct=cfg.data.crop_pct)
     train_loader = build_loader(train_ds, per_rank, train=True, seed=tc.seed, device=device, transform=train_tf,
