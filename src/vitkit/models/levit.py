@@ -151,13 +151,13 @@ class BiasedAttentionBase(nn.Module):
     """What attention and shrink attention share: the bias table, the fused attention call, the output projection."""
 
     def __init__(self, num_heads: int, key_dim: int, val_dim: int, out_dim: int, resolution: tuple[int, int],
-                 stride: int, act_layer: type[nn.Module]):
+                 stride: int, act_layer: type[nn.Module], proj_bn_init: float):
         super().__init__()
         self.num_heads, self.key_dim, self.val_dim = num_heads, key_dim, val_dim
         self.scale = key_dim**-0.5
         self.resolution = resolution
         self.proj = nn.Sequential(OrderedDict([
-            ("act", act_layer()), ("ln", LinearNorm(val_dim * num_heads, out_dim, bn_weight_init=0.0)),
+            ("act", act_layer()), ("ln", LinearNorm(val_dim * num_heads, out_dim, bn_weight_init=proj_bn_init)),
         ]))
         self.attention_biases = nn.Parameter(torch.zeros(num_heads, resolution[0] * resolution[1]))
         self.register_buffer("attention_bias_idxs", attention_bias_index(resolution, stride), persistent=False)
@@ -192,7 +192,7 @@ class LevitAttention(BiasedAttentionBase):
     def __init__(self, dim: int, key_dim: int, num_heads: int, attn_ratio: float, resolution: tuple[int, int],
                  act_layer: type[nn.Module] = nn.Hardswish):
         val_dim = int(attn_ratio * key_dim)
-        super().__init__(num_heads, key_dim, val_dim, dim, resolution, 1, act_layer)
+        super().__init__(num_heads, key_dim, val_dim, dim, resolution, 1, act_layer, proj_bn_init=0.0)  # residual
         self.qkv = LinearNorm(dim, num_heads * (2 * key_dim + val_dim))
 
     def forward(self, x: torch.Tensor, need_weights: bool = False):
@@ -221,7 +221,7 @@ class AttentionDownsample(BiasedAttentionBase):
     def __init__(self, in_dim: int, out_dim: int, key_dim: int, num_heads: int, attn_ratio: float,
                  resolution: tuple[int, int], stride: int = 2, act_layer: type[nn.Module] = nn.Hardswish):
         val_dim = int(attn_ratio * key_dim)
-        super().__init__(num_heads, key_dim, val_dim, out_dim, resolution, stride, act_layer)
+        super().__init__(num_heads, key_dim, val_dim, out_dim, resolution, stride, act_layer, proj_bn_init=1.0)
         self.stride = stride
         self.kv = LinearNorm(in_dim, num_heads * (key_dim + val_dim))
         self.q = nn.Sequential(OrderedDict([

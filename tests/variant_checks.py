@@ -1,0 +1,72 @@
+"""Checks every model variant must pass, shared by tests/test_variants_levit.py and test_variants_crossvit.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import parity_cases as pc
+
+
+def randomize_batchnorm_stats(model: nn.Module, seed: int) -> None:
+    """Random running statistics, so that a converter that drops or swaps BatchNorm buffers cannot pass."""
+    g = torch.Generator().manual_seed(seed + 7)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.running_mean.copy_(torch.randn(module.running_mean.shape, generator=g) * 0.1)
+                module.running_var.copy_(torch.rand(module.running_var.shape, generator=g) + 0.5)
+
+
+def timm_parity_through_a_file(peer: nn.Module, ours: nn.Module, tmp: Path, input_size: tuple[int, ...]) -> float:
+    """Random timm weights -> safetensors file -> vitkit.load_pretrained -> max abs logit difference (eval, fp32)."""
+    import vitkit
+    from safetensors.torch import save_file
+
+    pc._randomize(peer, 0)
+    randomize_batchnorm_stats(peer, 0)
+    path = tmp / "timm.safetensors"
+    save_file({k: v.contiguous() for k, v in peer.eval().state_dict().items()}, str(path))
+    report = vitkit.load_pretrained(ours, path)
+    assert report.clean and not report.adapted, report.describe()
+    x = torch.randn(3, *input_size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        return pc.max_abs_diff(peer(x), ours.eval()(x))
+
+
+def training_losses(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int = 15, lr: float = 2e-3):
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def checkpointing_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+    """Gradients of one loss without and with gradient checkpointing (the model in train mode)."""
+    model.train()
+    grads = []
+    for on in (False, True):
+        model.set_grad_checkpointing(on)
+        model.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    model.set_grad_checkpointing(False)
+    return grads
+
+
+def compiled_matches_eager(model: nn.Module, x: torch.Tensor) -> float:
+    """torch.compile (aot_eager: Dynamo + AOTAutograd, no C++ build) forward + backward, then the eval diff."""
+    compiled = torch.compile(model.train(), backend="aot_eager", fullgraph=True)
+    compiled(x).sum().backward()
+    model.eval()
+    with torch.no_grad():
+        return pc.max_abs_diff(compiled(x), model(x))
