@@ -64,7 +64,7 @@ def test_training_loss_decreases_and_distilled_training_returns_both_heads():
     model = tiny()
     torch.manual_seed(1)
     x, y = torch.randn(8, 3, 32, 32), torch.arange(8) % 4
-    losses = vc.training_losses(model, x, y)
+    losses = vc.training_losses(model, x, y, steps=10, lr=4e-3)
     assert losses[-1] < 0.6 * losses[0], losses
     model.set_distilled_training(True)
     cls_logits, dist_logits = model.train()(x)
@@ -139,7 +139,8 @@ def test_checkpoint_round_trip_and_onnx_export_with_parity(tmp_path):
 
 
 def test_torch_compile_forward_and_backward():
-    assert vc.compiled_matches_eager(tiny(), torch.randn(2, 3, 32, 32)) <= 1e-5
+    two_stages = tiny(embed_dim=(16, 24), depth=(1, 1), num_heads=(2, 3))  # a block and a shrink attention
+    assert vc.compiled_matches_eager(two_stages, torch.randn(2, 3, 32, 32)) <= 1e-5
 
 
 def test_wrong_input_size_is_named():
