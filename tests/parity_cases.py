@@ -51,12 +51,16 @@ TIMM_CASES = [
 
 
 def _randomize(module: torch.nn.Module, seed: int) -> None:
-    """Random weights everywhere (also norms, LayerScale, tokens), so no parameter can be silently ignored."""
+    """Random weights everywhere (also norms, LayerScale, tokens, BatchNorm statistics), so nothing can be ignored."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in module.named_parameters():
             is_norm_scale = "norm" in name and name.endswith("weight")
             p.copy_(torch.randn(p.shape, generator=g) * 0.05 + (1.0 if is_norm_scale else 0.0))
+        for m in module.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
 
 
 def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -81,6 +85,10 @@ def run_timm_case(case: TimmCase, tmp: Path, seed: int = 0) -> float:
     x = torch.randn(4, 3, case.img_size, case.img_size, generator=torch.Generator().manual_seed(seed + 1))
     with torch.no_grad():
         return max_abs_diff(peer(x), ours(x))
+
+
+# Registered LeViT / CrossViT names at full size, through .pth files (benchmarks/parity.py)
+TIMM_VARIANT_NAMES = ("levit_128s", "levit_256", "crossvit_tiny_240", "crossvit_9_dagger_240")
 
 
 def run_timm_pth_case(tmp: Path, name: str = "vit_tiny_patch16_224", **overrides: Any) -> float:

@@ -141,3 +141,15 @@ def test_bad_configurations_are_named():
         tiny(multi_conv=True)
     with pytest.raises(ValueError, match="each depth entry 3"):
         tiny(depth=((1, 1),))
+
+
+def test_planner_traces_crossvit():
+    """FLOPs as a real step counts them (the memory bound is checked against a measured step in the LeViT tests)."""
+    from vitkit.plan.measure import count_step_flops
+    from vitkit.plan.planner import PlanRequest, plan
+
+    p = plan(PlanRequest(model="crossvit_tiny_patch4_32", batch=8, precision="fp32", gpu="cpu:24", overrides=TINY))
+    assert abs(p.flops_train_per_image * 8 / count_step_flops(tiny(), 8) - 1) < 0.01
+    assert p.params == sum(q.numel() for q in tiny().parameters()) and p.accelerators[0].max_micro_batch > 8
+    infer = plan(PlanRequest(model="crossvit_tiny_patch4_32", batch=64, mode="infer", overrides=TINY))
+    assert infer.memory.peak_phase == "forward" and infer.memory.weights == 2 * p.params  # bf16 weights

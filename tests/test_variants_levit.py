@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+import parity_cases as pc
 import variant_checks as vc
 import vitkit
 from vitkit.models.levit import LeViT, attention_bias_index
@@ -84,7 +85,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
 
 def test_batchnorm_folding_keeps_the_eval_function():
     model = tiny()
-    vc.randomize_batchnorm_stats(model, 3)
+    pc._randomize(model, 3)
     model.eval()
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
@@ -128,7 +129,7 @@ def test_checkpoint_round_trip_and_onnx_export_with_parity(tmp_path):
     from vitkit.infer import export_model
 
     model = tiny().eval()
-    vc.randomize_batchnorm_stats(model, 1)
+    pc._randomize(model, 1)
     vitkit.save_checkpoint(model, tmp_path / "m.safetensors")
     again = vitkit.load_checkpoint(tmp_path / "m.safetensors").eval()
     x = torch.randn(2, 3, 32, 32)
@@ -159,3 +160,17 @@ def test_initial_batchnorm_scales_match_timm():
     ours, peer = LeViT(**cfg).state_dict(), LevitDistilled(**cfg).state_dict()
     scales = [k for k in ours if k.endswith("bn.weight")]
     assert scales and all(torch.equal(ours[k], peer[k]) for k in scales)
+
+
+def test_planner_traces_levit_and_bounds_the_measured_step():
+    from vitkit.plan.measure import measure_step
+    from vitkit.plan.planner import PlanRequest, plan
+
+    p = plan(PlanRequest(model="levit_128s_stem4_32", batch=8, precision="fp32", gpu="cpu:24", overrides=TINY))
+    measured = measure_step(tiny(), 8, "train", "fp32", "adamw", device="cpu")
+    assert p.params == sum(q.numel() for q in tiny().parameters())
+    assert abs(p.flops_train_per_image * 8 / measured.flops - 1) < 0.02
+    assert 1.0 <= p.memory.peak / measured.peak_bytes <= 1.35, (p.memory.peak, measured.peak_bytes)
+    assert p.accelerators[0].fits and p.accelerators[0].max_micro_batch > 8
+    with pytest.raises(ValueError, match="checkpointing"):
+        plan(PlanRequest(model="levit_128s", grad_checkpointing=True))

@@ -1,7 +1,8 @@
-"""Cost of architectures the closed form does not describe (LeViT, CrossViT): read off a run on the meta device.
+"""Cost of architectures the closed form does not describe (LeViT, CrossViT): read off a run on fake tensors.
 
 The closed form (flops.py, memory.py) knows the plain ViT's blocks term by term. For other architectures the planner
-runs the model once on the ``meta`` device (shapes only, no memory, no arithmetic) and reads:
+runs the model on fake CPU tensors (``FakeTensorMode``: real dispatch, so attention takes the kernel a real run
+takes and saves what it saves, but no memory and no arithmetic) and reads:
 - FLOPs from ``torch.utils.flop_counter`` (forward, and forward + backward for a training step);
 - the activations autograd saves for backward, from ``torch.autograd.graph.saved_tensors_hooks``: every saved
   tensor's storage once (views share it), parameters excluded. Two batch sizes give bytes = fixed + per-image x B,
@@ -16,12 +17,14 @@ FSDP are not modelled on this path; the planner says so rather than guess.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .flops import count_params, counted_flops
+from .flops import count_params
+from .measure import count_step_flops, fake_copy
 from .memory import OPTIMIZERS, MemoryEstimate
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -42,30 +45,38 @@ class TracedShape:
     layer_io_per_image: int  # largest input + output of one layer, per image (inference)
 
 
-def _input(model: nn.Module, batch: int, dtype: torch.dtype) -> torch.Tensor:
+def _run_fake(model: nn.Module, batch: int, dtype: torch.dtype, train: bool, hooks) -> None:
+    """One forward of a fake CPU copy of ``model`` (no memory, no arithmetic, real kernels' saved tensors)."""
+    twin, fake_mode = fake_copy(model, torch.device("cpu"), None if dtype == torch.float32 else dtype)
     h, w = model.config["img_size"]
-    return torch.zeros(batch, model.config.get("in_chans", 3), h, w, device="meta", dtype=dtype)
+    twin.train(train)
+    with fake_mode, hooks(twin), torch.set_grad_enabled(train):
+        twin(torch.zeros(batch, model.config.get("in_chans", 3), h, w, dtype=dtype))
 
 
 def saved_activation_bytes(model: nn.Module, batch: int, dtype: torch.dtype = torch.float32) -> int:
-    """Bytes autograd saves for backward in one training forward of a (meta) model: each storage once."""
-    params = {p.untyped_storage()._cdata for p in model.parameters()}
+    """Bytes autograd saves for backward in one training forward: each storage once, parameters excluded."""
     saved: dict[int, int] = {}
 
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
-        if storage._cdata not in params:
-            saved[storage._cdata] = storage.nbytes()
-        return t
+    @contextlib.contextmanager
+    def hooks(twin: nn.Module):
+        params = {p.untyped_storage()._cdata for p in twin.parameters()}
 
-    model.train()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(_input(model, batch, dtype))
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            storage = t.untyped_storage()
+            if storage._cdata not in params:
+                saved[storage._cdata] = storage.nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            yield
+
+    _run_fake(model, batch, dtype, True, hooks)
     return sum(saved.values())
 
 
 def largest_layer_io_bytes(model: nn.Module, batch: int, dtype: torch.dtype = torch.float32) -> int:
-    """The largest input + output bytes of any leaf module in one inference forward (meta)."""
+    """The largest input + output bytes of any leaf module in one inference forward."""
     largest = 0
 
     def hook(module, args, output) -> None:
@@ -74,14 +85,14 @@ def largest_layer_io_bytes(model: nn.Module, batch: int, dtype: torch.dtype = to
         tensors += [output] if isinstance(output, torch.Tensor) else [o for o in output if isinstance(o, torch.Tensor)]
         largest = max(largest, sum(t.numel() * t.element_size() for t in tensors))
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(_input(model, batch, dtype))
-    finally:
+    @contextlib.contextmanager
+    def hooks(twin: nn.Module):
+        handles = [m.register_forward_hook(hook) for m in twin.modules() if not list(m.children())]
+        yield
         for h in handles:
             h.remove()
+
+    _run_fake(model, batch, dtype, False, hooks)
     return largest
 
 
@@ -93,14 +104,15 @@ def trace_shape(name: str, model: nn.Module, precision: str) -> TracedShape:
     h, w = model.config["img_size"]
     chans = model.config.get("in_chans", 3)
     params = count_params(model)
-    fwd = counted_flops(model, (chans, h, w), 2, "infer") // 2
-    train = counted_flops(model, (chans, h, w), 2, "train") // 2
+    # FLOPs on fake CPU tensors rather than meta ones: SDPA then takes the kernel a real run takes (the meta
+    # device decomposes it, and the counter's backward formulas differ by kernel)
+    fwd = count_step_flops(model, 2, "infer") // 2
+    train = count_step_flops(model, 2, "train") // 2
     dtype = _DTYPES[precision]
-    traced = model.to(dtype) if dtype != torch.float32 else model
-    s2, s4 = saved_activation_bytes(traced, 2, dtype), saved_activation_bytes(traced, 4, dtype)
+    s2, s4 = saved_activation_bytes(model, 2, dtype), saved_activation_bytes(model, 4, dtype)
     per_image = (s4 - s2) // 2
     fixed = max(s2 - 2 * per_image, 0) + (2 * params if dtype != torch.float32 else 0)
-    io = largest_layer_io_bytes(traced, 2, dtype) // 2
+    io = largest_layer_io_bytes(model, 2, dtype) // 2
     return TracedShape(name, (h, w), chans, params, fwd, train, fixed, per_image, io)
 
 
