@@ -55,7 +55,7 @@ def _randomize(module: torch.nn.Module, seed: int) -> None:
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in module.named_parameters():
-            is_norm_scale = "norm" in name and name.endswith("weight")
+            is_norm_scale = ("norm" in name or "bn." in name) and name.endswith("weight")  # LayerNorm, BatchNorm
             p.copy_(torch.randn(p.shape, generator=g) * 0.05 + (1.0 if is_norm_scale else 0.0))
         for m in module.modules():
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):

@@ -153,3 +153,12 @@ def test_planner_traces_crossvit():
     assert p.params == sum(q.numel() for q in tiny().parameters()) and p.accelerators[0].max_micro_batch > 8
     infer = plan(PlanRequest(model="crossvit_tiny_patch4_32", batch=64, mode="infer", overrides=TINY))
     assert infer.memory.peak_phase == "forward" and infer.memory.weights == 2 * p.params  # bf16 weights
+
+
+def test_the_training_engine_trains_crossvit(tmp_path):
+    from train_helpers import tiny_config
+    from vitkit.train import train
+
+    summary = train(tiny_config(tmp_path, "model.name=crossvit_tiny_patch4_32", "train.epochs=1",
+                                "model.kwargs={embed_dim: [16, 24], depth: [[1, 1, 0]], num_heads: [2, 2]}"))
+    assert summary["steps"] == 4 and summary["test_acc1"] is not None

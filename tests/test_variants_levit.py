@@ -174,3 +174,12 @@ def test_planner_traces_levit_and_bounds_the_measured_step():
     assert p.accelerators[0].fits and p.accelerators[0].max_micro_batch > 8
     with pytest.raises(ValueError, match="checkpointing"):
         plan(PlanRequest(model="levit_128s", grad_checkpointing=True))
+
+
+def test_the_training_engine_trains_levit(tmp_path):
+    from train_helpers import tiny_config
+    from vitkit.train import train
+
+    summary = train(tiny_config(tmp_path, "model.name=levit_128s_stem4_32", "train.epochs=1", "train.grad_checkpointing=true",
+                                "model.kwargs={embed_dim: [16, 24], key_dim: 8, depth: [1, 1], num_heads: [2, 3]}"))
+    assert summary["steps"] == 4 and summary["test_acc1"] is not None

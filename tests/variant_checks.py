@@ -9,12 +9,13 @@ import torch.nn.functional as F
 from torch import nn
 
 import parity_cases as pc
+import vitkit
 
 
 def timm_parity_through_a_file(peer: nn.Module, ours: nn.Module, tmp: Path, input_size: tuple[int, ...]) -> float:
     """Random timm weights -> safetensors file -> vitkit.load_pretrained -> max abs logit difference (eval, fp32)."""
-    import vitkit
     from safetensors.torch import save_file
+
 
     pc._randomize(peer, 0)  # BatchNorm statistics too
     path = tmp / "timm.safetensors"
