@@ -12,6 +12,18 @@ import parity_cases as pc
 import vitkit
 
 
+def timm_layout_and_parameter_count(name: str) -> tuple[int, int]:
+    """A registered name has timm's state-dict keys and shapes; returns (our, timm's) parameter counts (meta)."""
+    import timm
+
+    with torch.device("meta"):
+        ours, peer = vitkit.create_model(name), timm.create_model(name, pretrained=False)
+    ours_sd, peer_sd = ours.state_dict(), peer.state_dict()
+    assert set(ours_sd) == set(peer_sd), sorted(set(ours_sd) ^ set(peer_sd))[:10]
+    assert all(ours_sd[k].shape == peer_sd[k].shape for k in ours_sd)
+    return sum(p.numel() for p in ours.parameters()), sum(p.numel() for p in peer.parameters())
+
+
 def timm_parity_through_a_file(peer: nn.Module, ours: nn.Module, tmp: Path, input_size: tuple[int, ...]) -> float:
     """Random timm weights -> safetensors file -> vitkit.load_pretrained -> max abs logit difference (eval, fp32)."""
     from safetensors.torch import save_file

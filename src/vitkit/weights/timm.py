@@ -24,10 +24,12 @@ TIMM_RULES = [
     # DeiT (timm VisionTransformerDistilled): the distillation token and its head
     Rule(r"dist_token", r"dist_token"),
     Rule(r"head_dist\.(weight|bias)", r"head_dist.\1"),
-    # LeViT (timm Levit / LevitDistilled, the levit_* BatchNorm1d layout): same names. Old checkpoints saved the
+    # LeViT (timm Levit / LevitDistilled): same names. The levit_conv_* weights (the same network written with 1x1
+    # convolutions) load as the levit_* linear layout by dropping the 1x1 kernel dims. Old checkpoints saved the
     # bias index tables, which vitkit (like timm today) recomputes.
     Rule(r"(stem|stages)\.(.+)\.attention_bias_idxs", None),
     Rule(r"stem\.(conv\d)\.(linear|bn)\.(.+)", r"stem.\1.\2.\3"),
+    Rule(r"stages\.(\d+)\.(.+)\.linear\.weight", r"stages.\1.\2.linear.weight", lambda t: t.flatten(1)),
     Rule(r"stages\.(\d+)\.(.+)\.(linear|bn)\.(.+)", r"stages.\1.\2.\3.\4"),
     Rule(r"stages\.(\d+)\.(.+)\.attention_biases", r"stages.\1.\2.attention_biases"),
     Rule(r"(head|head_dist)\.(bn|linear)\.(.+)", r"\1.\2.\3"),
