@@ -45,7 +45,8 @@ def test_timm_logit_parity_through_a_file(case, tmp_path):
     torch.manual_seed(0)
     peer = CrossVit(**cfg)
     ours = CrossViT(**{k: v for k, v in cfg.items() if k != "global_pool"}, **ours_extra)
-    assert vc.timm_parity_through_a_file(peer, ours, tmp_path, (3, 48, 48)) <= 1e-5
+    relative32, diff64 = vc.timm_parity_through_a_file(peer, ours, tmp_path, (3, 48, 48))
+    assert relative32 <= 1e-4 and diff64 <= 1e-10, (relative32, diff64)  # fp64: same function
 
 
 def test_original_checkpoint_names_load(tmp_path):

@@ -36,7 +36,8 @@ def test_timm_logit_parity_through_a_file(distilled, tmp_path):
     peer = (LevitDistilled if distilled else Levit)(**cfg)
     ours = LeViT(**cfg, distilled=distilled)
     assert timm is not None
-    assert vc.timm_parity_through_a_file(peer, ours, tmp_path, (3, 64, 64)) <= 1e-5
+    relative32, diff64 = vc.timm_parity_through_a_file(peer, ours, tmp_path, (3, 64, 64))
+    assert relative32 <= 1e-4 and diff64 <= 1e-10, (relative32, diff64)  # fp64: same function
 
 
 def test_attention_bias_index_is_relative_and_symmetric():
@@ -187,5 +188,6 @@ def test_timm_conv_layout_weights_load_into_the_linear_layout(tmp_path):
 
     cfg = dict(img_size=64, embed_dim=(16, 24), key_dim=8, depth=(1, 1), num_heads=(2, 3), num_classes=5)
     torch.manual_seed(0)
-    assert vc.timm_parity_through_a_file(LevitDistilled(**cfg, use_conv=True), LeViT(**cfg), tmp_path,
-                                         (3, 64, 64)) <= 1e-5
+    relative32, diff64 = vc.timm_parity_through_a_file(LevitDistilled(**cfg, use_conv=True), LeViT(**cfg), tmp_path,
+                                         (3, 64, 64))
+    assert relative32 <= 1e-4 and diff64 <= 1e-10, (relative32, diff64)  # fp64: same function
