@@ -97,7 +97,7 @@ def largest_layer_io_bytes(model: nn.Module, batch: int, dtype: torch.dtype = to
 
 
 def trace_shape(name: str, model: nn.Module, precision: str) -> TracedShape:
-    """Trace a meta model at batch 2 and 4 (BatchNorm needs more than one image to train)."""
+    """Trace fake copies of a (meta) model at batch 2 and 4 (BatchNorm needs more than one image to train)."""
     if precision not in _DTYPES:
         raise ValueError(f"{type(model).__name__} is planned from a traced run, which has no {precision!r} "
                          f"(int8 weights are estimated for the plain ViT only); use fp32, bf16 or fp16")
@@ -120,7 +120,7 @@ def traced_memory(shape: TracedShape, batch: int, mode: str, precision: str, opt
     """Peak bytes of one step at ``batch`` images (see the module docstring for the bound)."""
     act_bytes = _DTYPES[precision].itemsize
     inputs = batch * shape.in_chans * shape.img_size[0] * shape.img_size[1] * 4 + batch * 8
-    notes = [f"{shape.name}: traced on the meta device (saved tensors + flop_counter), not the ViT closed form"]
+    notes = [f"{shape.name}: traced on fake tensors (saved tensors + flop_counter), not the ViT closed form"]
     if mode == "infer":
         weights = shape.params * act_bytes
         activations = 2 * shape.layer_io_per_image * batch
