@@ -27,6 +27,9 @@ def main() -> int:
             rows.append(("timm", case.name, cfg, pc.run_timm_case(case, tmp)))
         for name in ("vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224", "vit_base_patch32_384"):
             rows.append(("timm .pth", name, "full depth, registered name", pc.run_timm_pth_case(tmp, name)))
+        for name in pc.TIMM_VARIANT_NAMES:  # LeViT (BatchNorm statistics measured) and CrossViT
+            rows.append(("timm .pth", name, "full size, registered name; diff relative to max |logit|",
+                         pc.run_timm_pth_case(tmp, name, relative=True)))
         for size in ("tiny", "small", "base"):
             rows.append(("hf", f"ViTForImageClassification {size}", "save_pretrained folder", pc.run_hf_case(tmp, size)))
         for key, diff in pc.run_npz_case(tmp).items():

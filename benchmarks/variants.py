@@ -46,6 +46,11 @@ CASES = [
     ("linear attention", "vit_tiny_patch16_224", {"attention": "linear"}, 4),
     ("2D RoPE", "vit_tiny_patch16_224", {"rope": True}, 4),
     ("NaViT (packed)", "navit_tiny_patch16", {}, 4),
+    # appended after the first run, so that --flops-only keeps lining rows up with the cases
+    ("LeViT-128S (stride-4 stem)", "levit_128s_stem4_32", {}, 32),
+    ("CrossViT-Ti (patches 4 + 8)", "crossvit_tiny_patch4_32", {}, 32),
+    ("LeViT-128S", "levit_128s", {}, 4),
+    ("CrossViT-Ti", "crossvit_tiny_240", {}, 4),
 ]
 
 

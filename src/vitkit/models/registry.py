@@ -178,7 +178,7 @@ _register_family(register_model)
 
 def _register_variants(register: Callable[..., None]) -> None:
     # Importing the modules registers their architectures (register_arch); kept here so `arch` names always resolve.
-    from . import deit, hybrid, navit  # noqa: F401
+    from . import crossvit, deit, hybrid, levit, navit  # noqa: F401
 
     # DeiT (Touvron et al. 2021): timm's names. The plain ones are ViTs trained with the DeiT recipe (ImageNet
     # normalisation); the distilled ones add the distillation token and head.
@@ -199,6 +199,8 @@ def _register_variants(register: Callable[..., None]) -> None:
              mean=CIFAR10_MEAN, std=CIFAR10_STD, crop_pct=1.0)
     hybrid.register_hybrids(register)
     navit.register_navits(register)
+    levit.register_levits(register)
+    crossvit.register_crossvits(register)
 
 
 _register_variants(register_model)

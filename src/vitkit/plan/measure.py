@@ -111,16 +111,23 @@ def _prepare(model: nn.Module, mode: str, precision: str, ckpt: bool, device: to
     return model.to(device)
 
 
+def fake_copy(model: nn.Module, device: torch.device, dtype: torch.dtype | None = None
+              ) -> tuple[nn.Module, FakeTensorMode]:
+    """A copy of ``model`` whose parameters and buffers are fake tensors on ``device``, and the mode to run it in."""
+    fake_mode = FakeTensorMode()
+    with torch.device("meta"):
+        twin = copy.deepcopy(model).to("meta")
+    _fake_parameters(twin, fake_mode, device, dtype)
+    return twin, fake_mode
+
+
 def count_step_flops(model: nn.Module, batch: int, mode: str = "train", precision: str = "fp32",
                      grad_checkpointing: bool = False, device: str | torch.device = "cpu") -> int:
     """FLOPs of one step as torch's counter sees it, on a fake copy (no memory, no arithmetic)."""
     _register_cpu_sdpa_formulas()
     device = torch.device(device)
-    fake_mode = FakeTensorMode()
-    with torch.device("meta"):
-        twin = copy.deepcopy(model).to("meta")
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision) if mode == "infer" else None
-    _fake_parameters(twin, fake_mode, device, dtype)
+    twin, fake_mode = fake_copy(model, device, dtype)
     if hasattr(twin, "set_grad_checkpointing"):
         twin.set_grad_checkpointing(grad_checkpointing)
     with fake_mode:

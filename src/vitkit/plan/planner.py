@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -11,6 +12,7 @@ import torch
 from .flops import ViTShape, count_params, counted_flops, vit_flops
 from .gpus import ACCELERATORS, Accelerator, get_accelerator, overhead_bytes
 from .memory import MemoryEstimate, estimate_memory
+from .traced import TracedShape, trace_shape, traced_memory
 
 STRATEGIES = ("single", "ddp", "fsdp")
 
@@ -77,18 +79,27 @@ class Plan:
 PLANNABLE_EXTRA_TOKENS = {"vit": 0, "deit": 1}
 
 
-def _shape(req: PlanRequest) -> tuple[ViTShape, int, torch.nn.Module]:
+# Architectures without a closed form, planned from a traced run on the meta device (traced.py).
+TRACED_ARCHS = ("levit", "crossvit")
+
+
+def _meta_model(req: PlanRequest) -> torch.nn.Module:
     from ..models.registry import create_model
 
     overrides = dict(req.overrides)
     if req.img_size is not None:
         overrides["img_size"] = req.img_size
     with torch.device("meta"):
-        model = create_model(req.model, **overrides)
+        return create_model(req.model, **overrides)
+
+
+def _shape(req: PlanRequest, model: torch.nn.Module | None = None) -> tuple[ViTShape, int, torch.nn.Module]:
+    model = _meta_model(req) if model is None else model
     arch = getattr(model, "arch", None)
     if arch not in PLANNABLE_EXTRA_TOKENS:
-        raise ValueError(f"the planner models the plain ViT and DeiT; {req.model!r} is a {type(model).__name__} "
-                         f"(arch {arch!r}), whose cost it does not model")
+        raise ValueError(f"the planner models the plain ViT and DeiT in closed form and {', '.join(TRACED_ARCHS)} "
+                         f"from a traced run; {req.model!r} is a {type(model).__name__} (arch {arch!r}), whose cost "
+                         "it does not model")
     shape = ViTShape.from_config(model.config, token_keep_rate=req.token_keep_rate)
     shape = replace(shape, num_prefix_tokens=shape.num_prefix_tokens + PLANNABLE_EXTRA_TOKENS[arch])
     return shape, count_params(model), model
@@ -110,20 +121,21 @@ def _needed(acc: Accelerator, est: MemoryEstimate) -> int:
     return est.peak + overhead_bytes(acc, est.peak)
 
 
-def _max_micro_batch(req: PlanRequest, shape: ViTShape, params: int, acc: Accelerator, **changes) -> int:
-    """Largest micro-batch that fits (memory grows monotonically with batch, so bisect)."""
-    if _needed(acc, _memory(req, shape, params, 1, **changes)) > acc.memory_bytes:
+def largest_batch(fits: Callable[[int], bool]) -> int:
+    """Largest micro-batch for which ``fits`` holds (memory grows monotonically with batch, so bisect); 0 if none."""
+    if not fits(1):
         return 0
     lo, hi = 1, 2
-    while hi <= 1 << 16 and _needed(acc, _memory(req, shape, params, hi, **changes)) <= acc.memory_bytes:
+    while hi <= 1 << 16 and fits(hi):
         lo, hi = hi, hi * 2
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        if _needed(acc, _memory(req, shape, params, mid, **changes)) <= acc.memory_bytes:
-            lo = mid
-        else:
-            hi = mid
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
     return lo
+
+
+def _max_micro_batch(req: PlanRequest, shape: ViTShape, params: int, acc: Accelerator, **changes) -> int:
+    return largest_batch(lambda b: _needed(acc, _memory(req, shape, params, b, **changes)) <= acc.memory_bytes)
 
 
 def _low_precision(acc: Accelerator) -> str:
@@ -176,7 +188,10 @@ def _epoch_hours(req: PlanRequest, acc: Accelerator, flops_per_image: int) -> fl
 
 
 def plan(req: PlanRequest, accelerators: list[str] | None = None) -> Plan:
-    shape, params, meta_model = _shape(req)
+    model = _meta_model(req)
+    if getattr(model, "arch", None) in TRACED_ARCHS:
+        return _traced_plan(req, model, accelerators)
+    shape, params, meta_model = _shape(req, model)
     training = req.mode == "train"
     fwd = vit_flops(shape, "infer")
     train = vit_flops(shape, "train", req.grad_checkpointing) if training else fwd
@@ -206,6 +221,47 @@ def plan(req: PlanRequest, accelerators: list[str] | None = None) -> Plan:
     return Plan(
         request=asdict(req), params=params, flops_forward_per_image=fwd["total"],
         flops_train_per_image=train["total"], flops_forward_counted=counted, flops_breakdown=train,
+        memory=est, accelerators=fits,
+    )
+
+
+def _traced_plan(req: PlanRequest, model: torch.nn.Module, accelerators: list[str] | None) -> Plan:
+    """The plan of an architecture without a closed form: counted FLOPs, traced memory (see traced.py)."""
+    if req.grad_checkpointing or req.strategy == "fsdp" or req.token_keep_rate < 1.0:
+        raise ValueError(f"{req.model!r} is planned from a traced run, which models neither gradient checkpointing, "
+                         "FSDP nor token dropout; plan it without them (or measure with --measure)")
+    shape: TracedShape = trace_shape(req.model, model, req.precision)
+    training = req.mode == "train"
+    est = traced_memory(shape, req.micro_batch, req.mode, req.precision, req.optimizer)
+    flops = shape.flops_train if training else shape.flops_forward
+    fits = []
+    for name in accelerators or ([req.gpu] if req.gpu else list(ACCELERATORS)):
+        acc = get_accelerator(name)
+        acc_req, note = req, ""
+        if req.precision == "bf16" and acc.bf16_tflops is None:  # same memory in fp16 + GradScaler
+            acc_req, note = replace(req, precision="fp16"), " (fp16: the card has no bf16)"
+        need = _needed(acc, est)
+        largest = largest_batch(lambda b, acc=acc: _needed(acc, traced_memory(
+            shape, b, req.mode, req.precision, req.optimizer)) <= acc.memory_bytes)
+        suggestion, suggestion_gib = "fits as requested" + note, need / 2**30
+        if need > acc.memory_bytes:
+            accum = next((a for a in range(req.accum, req.batch + 1) if req.batch % (req.devices * a) == 0
+                          and req.batch // (req.devices * a) <= largest), None)
+            if largest and accum:
+                micro = req.batch // (req.devices * accum)
+                suggestion = f"accumulation x{accum} (micro-batch {micro})"
+                suggestion_gib = _needed(acc, traced_memory(shape, micro, req.mode, req.precision, req.optimizer)) / 2**30
+            else:
+                suggestion, suggestion_gib = "does not fit even at micro-batch 1 (traced plan: no FSDP modelled)", None
+        fits.append(AcceleratorFit(
+            name=acc.name, memory_gib=acc.memory_bytes / 2**30, needed_gib=need / 2**30,
+            fits=need <= acc.memory_bytes, max_micro_batch=largest, suggestion=suggestion,
+            suggestion_gib=suggestion_gib, epoch_hours=_epoch_hours(acc_req, acc, flops),
+        ))
+    return Plan(
+        request=asdict(req), params=shape.params, flops_forward_per_image=shape.flops_forward,
+        flops_train_per_image=shape.flops_train if training else shape.flops_forward,
+        flops_forward_counted=shape.flops_forward, flops_breakdown={"counted": flops, "total": flops},
         memory=est, accelerators=fits,
     )
 
