@@ -68,7 +68,7 @@ class _Uint8Images(torch.utils.data.Dataset):
         return len(self.labels)
 
     def __getitem__(self, i):
-        x = torch.from_numpy(np.ascontiguousarray(self.images[i])).permute(2, 0, 1)
+        x = torch.from_numpy(np.array(self.images[i])).permute(2, 0, 1)  # a copy: the cache is a read-only memmap
         return self.transform(x), int(self.labels[i])
 
 
