@@ -172,8 +172,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     from .bench import BACKENDS
     from .export import DEFAULT_ATOL, EXPORT_FORMATS
-    from .quantize import CALIBRATION_METHODS
     from .predict import PRECISIONS
+    from .quantize import CALIBRATION_METHODS
 
     p = subparsers.add_parser("predict", help="top-k labels for images, files, folders or globs")
     p.add_argument("checkpoint", help="a vitkit .safetensors checkpoint")

@@ -134,6 +134,11 @@ def quantize_onnx_static_int8(
     if not src.is_file():
         raise FileNotFoundError(f"ONNX model not found: {src}")
     input_name = onnx.load(str(src), load_external_data=False).graph.input[0].name
+    calibration = list(calibration)
+    if method != "minmax" and calibration:
+        # onnxruntime's histogram collector stacks each tensor's per-call outputs with np.asarray, which fails on
+        # several calls ("inhomogeneous shape"); one call with every calibration image avoids it.
+        calibration = [torch.cat([torch.as_tensor(b) for b in calibration])]
     reader = TensorCalibrationReader(calibration, input_name)
     calibrate = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                  "entropy": CalibrationMethod.Entropy}[method]
