@@ -70,7 +70,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_model
 
     model = _load_model(args.checkpoint)
-    check = _real_batch(model, args.check_images, args.max_check_images) if args.check_images else None
+    try:
+        check = _real_batch(model, args.check_images, args.max_check_images) if args.check_images else None
+    except ValueError as err:  # unreadable or missing check images: a usage error (2), not a failed export (1)
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     report = export_model(
         model, args.format, args.out, check_inputs=check, atol=args.atol, opset=args.opset, exporter=args.exporter
     )
