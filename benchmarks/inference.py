@@ -1,12 +1,17 @@
 """vitkit's CPU inference paths against timm and Hugging Face eager fp32: same weights, same machine, one run.
 
-For vit_tiny/small/base_patch16_224: batch-1 latency (p50 over calls) and batch-32 throughput (median over batches)
-of timm eager fp32, HF ViTForImageClassification eager fp32, and every vitkit backend of ``vitkit bench``. The
-batch-32 runs feed real CIFAR-10 test images resized to 224 through the model's eval transform, so the same calls
-give each path's top-1 agreement with eager fp32. The weights are timm's random initialisation (no pretrained
-weights can be downloaded here), copied into vitkit (timm importer) and into HF (vitkit's verified HF export).
+For vit_tiny/small/base_patch16_224: batch-1 latency (p50 over calls) and batch-32 throughput (median over batches,
+every repetition running each path in turn) of timm eager fp32, HF ViTForImageClassification eager fp32, and the
+vitkit backends of ``vitkit bench``. The batches are real CIFAR-10 test images resized to 224 by the checkpoint's
+own eval transform, so the same calls give each path's top-1 agreement with eager fp32 (and its accuracy).
 
-    python benchmarks/inference.py [--models vit_tiny_patch16_224,...] [--images 256] [--out results/inference.json]
+Weights: no pretrained weights can be downloaded here, and random-init logits are nearly tied (any INT8 noise flips
+them), so each architecture is trained briefly on CIFAR-10 at 64 px (4x4 patches; ``--train-weights`` runs
+``vitkit train``, ``--train-seconds`` each, into ``runs/inf-weights/<model>``) and evaluated at 224 px (the position
+embedding resampled). The same weights are loaded into timm (identical keys) and HF (vitkit's verified HF export).
+
+    python benchmarks/inference.py --train-weights --threads 1          # full run (see docs/inference.md)
+    python benchmarks/inference.py --quick --models vit_tiny_patch16_224  # a ~3 minute trial
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,28 +38,60 @@ from vitkit.infer.export import export_model  # noqa: E402
 from vitkit.infer.preprocess import InferenceSpec  # noqa: E402
 from vitkit.utils.fileio import atomic_write_text  # noqa: E402
 
-VITKIT_BACKENDS = ("eager_fp32", "compile_fp32", "onnx_fp32", "onnx_int8", "torch_int8", "eager_bf16")
+VITKIT_BACKENDS = ("eager_fp32", "compile_fp32", "onnx_fp32", "onnx_int8", "onnx_int8_static", "torch_int8", "eager_bf16")
+QUICK_BACKENDS = "eager_fp32,onnx_fp32,onnx_int8,onnx_int8_static,torch_int8"
+WEIGHTS_DIR = ROOT / "runs" / "inf-weights"
+TRAIN_IMG_SIZE = 64
 
 
-def cifar_images(n: int) -> list[torch.Tensor]:
+def cifar_root() -> Path:
     env = os.environ.get("VITKIT_CIFAR10_DIR")
-    root = Path(env) if env else ROOT / ".." / "shared" / "data" / "cifar10"
-    classes = sorted(p for p in (root / "test").iterdir() if p.is_dir())
+    return Path(env) if env else ROOT / ".." / "shared" / "data" / "cifar10"
+
+
+def cifar_images(n: int, split: str = "test") -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The first n/10 images of each class of ``split`` (balanced, deterministic) and their labels."""
+    classes = sorted(p for p in (cifar_root() / split).iterdir() if p.is_dir())
     per_class = -(-n // len(classes))
-    paths = [str(p) for c in classes for p in sorted(c.glob("*.jpg"))[:per_class]][:n]
-    return [img for img in read_many_rgb(paths) if isinstance(img, torch.Tensor)]
+    pairs = [(str(p), i) for i, c in enumerate(classes) for p in sorted(c.glob("*.jpg"))[:per_class]][:n]
+    decoded = read_many_rgb([p for p, _ in pairs])
+    keep = [(img, label) for img, (_, label) in zip(decoded, pairs) if isinstance(img, torch.Tensor)]
+    return [img for img, _ in keep], torch.tensor([label for _, label in keep])
 
 
-def build_models(name: str, workdir: Path):
-    """timm (seeded random init) -> the same weights in vitkit and in transformers."""
+def train_command(name: str, seconds: float) -> list[str]:
+    """``vitkit train`` for ``name`` at 64 px on CIFAR-10, fp32, 1 thread, a fixed time budget."""
+    return [
+        sys.executable, "-m", "vitkit", "train", "--recipe", str(ROOT / "recipes" / "cifar10-cpu-10min.yaml"),
+        "--set", f"model.name={name}", "--set", "model.kwargs={}", "--set", f"data.name={cifar_root()}",
+        "--set", f"data.img_size={TRAIN_IMG_SIZE}", "--set", "data.batch_size=64", "--set", "data.val_fraction=0.02",
+        "--set", "data.eval_batch_size=250", "--set", f"train.time_budget_s={seconds}", "--set", "train.threads=1",
+        "--set", "schedule.warmup_steps=20", "--set", f"optim.lr={1e-3 if 'tiny' in name else 5e-4}",
+        "--out-dir", str(WEIGHTS_DIR / name),
+    ]
+
+
+def trained_checkpoint(name: str, train: bool, seconds: float) -> Path:
+    """The newest ``best.safetensors`` under runs/inf-weights/<name>, training one first if asked to."""
+    found = sorted((WEIGHTS_DIR / name).glob("*/best.safetensors"), key=lambda p: p.stat().st_mtime)
+    if not found and train:
+        print(f"  training {name} for {seconds:.0f} s at {TRAIN_IMG_SIZE} px", flush=True)
+        subprocess.run(train_command(name, seconds), check=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+        found = sorted((WEIGHTS_DIR / name).glob("*/best.safetensors"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise SystemExit(f"no trained weights for {name} under {WEIGHTS_DIR / name}; pass --train-weights")
+    return found[-1]
+
+
+def build_models(name: str, checkpoint: Path, workdir: Path):
+    """The trained vitkit checkpoint at 224 px -> the same weights in timm (identical keys) and in transformers."""
     import timm
-    from safetensors.torch import save_file
     from transformers import ViTForImageClassification
 
-    torch.manual_seed(0)
-    timm_model = timm.create_model(name, pretrained=False).eval()
-    save_file({k: v.contiguous() for k, v in timm_model.state_dict().items()}, str(workdir / "timm.safetensors"))
-    model = vitkit.create_model(name, pretrained=workdir / "timm.safetensors").eval()
+    model = vitkit.load_checkpoint(checkpoint).eval()
+    model.set_input_size(224)
+    timm_model = timm.create_model(name, pretrained=False, num_classes=model.config["num_classes"]).eval()
+    timm_model.load_state_dict(model.state_dict(), strict=True)
     report = export_model(model, "hf", workdir / "hf")  # verified against vitkit eager, max abs diff <= 1e-4
     hf = ViTForImageClassification.from_pretrained(workdir / "hf").eval()
     return timm_model, model, hf, report.max_abs_diff
@@ -87,12 +125,15 @@ def measure_interleaved(runners: dict, x1: torch.Tensor, batches: list[torch.Ten
     }
 
 
-def bench_model(name: str, images: list[torch.Tensor], batch: int, latency_calls: int, backends: list[str]) -> dict:
+def bench_model(name: str, checkpoint: Path, images: list[torch.Tensor], labels: torch.Tensor,
+                calib_images: list[torch.Tensor], batch: int, latency_calls: int, backends: list[str],
+                calib_method: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="vitkit-infbench-") as tmp:
         workdir = Path(tmp)
-        timm_model, model, hf, hf_diff = build_models(name, workdir)
+        timm_model, model, hf, hf_diff = build_models(name, checkpoint, workdir)
         transform = InferenceSpec.from_model(model).transform()
         x = torch.stack([transform(img) for img in images])
+        calibration = list(torch.stack([transform(img) for img in calib_images]).split(batch)) if calib_images else None
         batches = [x[i : i + batch] for i in range(0, len(x) - batch + 1, batch)]
         x1 = x[:1]
         with torch.inference_mode():
@@ -101,12 +142,13 @@ def bench_model(name: str, images: list[torch.Tensor], batch: int, latency_calls
             "timm_eager_fp32": torch.inference_mode()(timm_model),
             "hf_eager_fp32": torch.inference_mode()(lambda t: hf(pixel_values=t).logits),
         }
-        entry = {"parity_max_abs_diff": {"timm_vs_vitkit": parity_timm, "hf_vs_vitkit": hf_diff}, "paths": {}}
+        entry = {"checkpoint": str(checkpoint.relative_to(ROOT) if checkpoint.is_relative_to(ROOT) else checkpoint),
+                 "parity_max_abs_diff": {"timm_vs_vitkit": parity_timm, "hf_vs_vitkit": hf_diff}, "paths": {}}
         setup = {}
         for backend in backends:
             t0 = time.perf_counter()
             try:
-                fn = build_runner(backend, model, torch.device("cpu"), workdir, x1)
+                fn = build_runner(backend, model, torch.device("cpu"), workdir, x1, calibration, calib_method)
                 fn(x1)  # compilation / session creation is setup, not latency
                 fn(batches[0])
             except Exception as err:  # a path that fails is reported, the others still run
@@ -120,51 +162,77 @@ def bench_model(name: str, images: list[torch.Tensor], batch: int, latency_calls
             entry["paths"][label] = {"setup_s": setup.get(label, 0.0), **result}
             print(f"  {label:22s} b1 p50 {result['latency_ms_p50']:9.1f} ms  b{batch} {result['throughput_img_s']:8.2f} "
                   f"img/s", flush=True)
-        reference = entry["paths"]["vitkit_eager_fp32"]["predictions"]
+        reference = entry["paths"]["timm_eager_fp32"]["predictions"]
+        truth = labels[: len(reference)]
         timm_thr = entry["paths"]["timm_eager_fp32"]["throughput_img_s"]
         for result in entry["paths"].values():
             if "predictions" in result:
                 preds = result.pop("predictions")
                 result["top1_agreement_vs_fp32"] = round(float((preds == reference).float().mean()), 4)
+                result["top1_accuracy"] = round(float((preds == truth).float().mean()), 4)
                 result["speedup_vs_timm_fp32"] = round(result["throughput_img_s"] / timm_thr, 2)
         good = {k: v for k, v in entry["paths"].items()
                 if k.startswith("vitkit_") and v.get("top1_agreement_vs_fp32", 0) >= 0.99}
-        best = max(good, key=lambda k: good[k]["throughput_img_s"])
+        best = max(good, key=lambda k: good[k]["throughput_img_s"]) if good else None
         entry["best_vitkit_path"] = {"path": best, **{k: good[best][k] for k in (
-            "throughput_img_s", "speedup_vs_timm_fp32", "top1_agreement_vs_fp32", "latency_ms_p50")}}
+            "throughput_img_s", "speedup_vs_timm_fp32", "top1_agreement_vs_fp32", "latency_ms_p50")}} if best else None
+        with torch.inference_mode():
+            probs = torch.cat([model(b) for b in batches]).softmax(-1).topk(2).values
+        entry["fp32_median_top2_margin"] = round(float((probs[:, 0] - probs[:, 1]).median()), 4)
         entry["images"] = len(batches) * batch
+        entry["calibration_images"] = len(calib_images)
         return entry
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default="vit_tiny_patch16_224,vit_small_patch16_224,vit_base_patch16_224")
-    parser.add_argument("--images", type=int, default=128, help="real images for throughput + agreement")
-    parser.add_argument("--small-images", type=int, default=64, help="fewer for vit_small (each batch is slow here)")
-    parser.add_argument("--base-images", type=int, default=32, help="fewer for vit_base")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"a short trial: 64 images per model, 3 latency calls, backends {QUICK_BACKENDS}")
+    parser.add_argument("--images", type=int, default=256, help="real test images for throughput + agreement")
+    parser.add_argument("--small-images", type=int, default=128, help="fewer for vit_small (each batch is slow here)")
+    parser.add_argument("--base-images", type=int, default=64, help="fewer for vit_base")
+    parser.add_argument("--calib-images", type=int, default=256, help="training images calibrating static INT8")
+    parser.add_argument("--calib-method", default="minmax", help="static INT8 calibration: minmax|percentile|entropy")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--latency-calls", type=int, default=5)
     parser.add_argument("--backends", default=",".join(VITKIT_BACKENDS))
     parser.add_argument("--bf16-models", default="vit_tiny_patch16_224",
                         help="models to run eager_bf16 on (it is ~5x slower than fp32 on CPUs without AVX512-BF16)")
+    parser.add_argument("--train-weights", action="store_true",
+                        help=f"train missing checkpoints under {WEIGHTS_DIR.relative_to(ROOT)} with vitkit train")
+    parser.add_argument("--train-seconds", type=float, default=300, help="training time budget per model")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
                         help="intra-op threads for every path (torch and onnxruntime alike)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "inference.json"))
     args = parser.parse_args()
+    if args.quick:
+        args.images = args.small_images = args.base_images = 64
+        args.calib_images = min(args.calib_images, 64)
+        args.latency_calls = 3
+        if args.backends == ",".join(VITKIT_BACKENDS):
+            args.backends = QUICK_BACKENDS
 
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
-    images = cifar_images(args.images)
+    images, labels = cifar_images(max(args.images, args.small_images, args.base_images))
+    calib = cifar_images(args.calib_images, "train")[0] if "onnx_int8_static" in args.backends else []
     result = {
         "command": "python benchmarks/inference.py " + " ".join(sys.argv[1:]), "machine": machine_info(),
-        "batch": args.batch, "threads": args.threads, "images_source": "CIFAR-10 test JPEGs (32x32), resized by each model's eval transform",
-        "weights": "timm random init (seed 0), identical in timm, vitkit and HF", "models": {},
+        "batch": args.batch, "threads": args.threads,
+        "images_source": "CIFAR-10 test JPEGs (32x32), resized to 224 by each checkpoint's eval transform; static INT8 "
+                         f"calibrated on {len(calib)} CIFAR-10 training images ({args.calib_method})",
+        "weights": f"each architecture trained by vitkit train on CIFAR-10 at {TRAIN_IMG_SIZE} px, evaluated at 224 px; "
+                   "identical in timm, vitkit and HF",
+        "agreement_reference": "timm eager fp32 (vitkit eager fp32 equals it)", "models": {},
     }
     for name in args.models.split(","):
-        n = args.base_images if "base" in name else args.small_images if "small" in name else len(images)
+        n = args.base_images if "base" in name else args.small_images if "small" in name else args.images
         backends = [b for b in args.backends.split(",") if b != "eager_bf16" or name in args.bf16_models.split(",")]
-        print(f"{name}: {n} images, load {os.getloadavg()}", flush=True)
-        result["models"][name] = bench_model(name, images[:n], args.batch, args.latency_calls, backends)
+        checkpoint = trained_checkpoint(name, args.train_weights, args.train_seconds)
+        print(f"{name}: {checkpoint}, {n} images, load {os.getloadavg()}", flush=True)
+        result["models"][name] = bench_model(name, checkpoint, images[:n], labels[:n], calib, args.batch,
+                                             args.latency_calls, backends, args.calib_method)
         result["machine"]["loadavg_end"] = list(os.getloadavg())
         atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")  # after each model: a long run keeps its part
     print(markdown_table(result))
@@ -173,14 +241,16 @@ def main() -> int:
 
 
 def markdown_table(result: dict) -> str:
-    lines = ["| model | path | b1 p50 ms | b32 img/s | x timm fp32 | top-1 agree |", "|---|---|---:|---:|---:|---:|"]
+    lines = ["| model | path | b1 p50 ms | b32 img/s | x timm fp32 | top-1 agree | top-1 acc |",
+             "|---|---|---:|---:|---:|---:|---:|"]
     for name, entry in result["models"].items():
         for label, r in entry["paths"].items():
             if "error" in r:
-                lines.append(f"| {name} | {label} | error | | | |")
+                lines.append(f"| {name} | {label} | error | | | | |")
                 continue
             lines.append(f"| {name} | {label} | {r['latency_ms_p50']:.1f} | {r['throughput_img_s']:.1f} | "
-                         f"{r['speedup_vs_timm_fp32']:.2f} | {100 * r['top1_agreement_vs_fp32']:.1f}% |")
+                         f"{r['speedup_vs_timm_fp32']:.2f} | {100 * r['top1_agreement_vs_fp32']:.1f}% | "
+                         f"{100 * r['top1_accuracy']:.1f}% |")
     return "\n".join(lines)
 
 

@@ -99,3 +99,20 @@ def test_cli_export_onnx_with_int8(checkpoint, tmp_path, capsys):
     assert any(n.op_type in ("DynamicQuantizeLinear", "MatMulInteger", "DynamicQuantizeMatMul") for n in proto.graph.node)
     assert main(["export", str(checkpoint), "--format", "onnx", "--out", str(out), "--check-images",
                  str(tmp_path / "nothing-here")]) == 2
+
+
+def test_cli_export_static_int8_checks_agreement(checkpoint, tmp_path, capsys):
+    write_images(tmp_path / "imgs", 3)
+    write_images(tmp_path / "calib", 4)
+    out = tmp_path / "model.onnx"
+    base = ["export", str(checkpoint), "--format", "onnx", "--out", str(out), "--check-images", str(tmp_path / "imgs")]
+    assert main(base + ["--int8", "static"]) == 1
+    assert "--calib-images" in capsys.readouterr().err
+    assert main(base + ["--int8", "static", "--calib-images", str(tmp_path / "calib"), "--min-agreement", "0"]) == 0
+    text = capsys.readouterr().out
+    assert "static, minmax calibration on 4 images" in text and "top-1 agreement with eager fp32 on 3" in text
+    int8 = tmp_path / "model.int8.onnx"
+    assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(int8)).graph.node)
+    int8.unlink()
+    assert main(base + ["--int8", "static", "--calib-images", str(tmp_path / "calib"), "--min-agreement", "1.01"]) == 1
+    assert "< --min-agreement 1.01" in capsys.readouterr().err and not int8.exists() and out.exists()

@@ -110,3 +110,46 @@ def test_vitkit_eval_runs_an_int8_model(tmp_path, capsys):
     assert results["int8"]["count"] == results["fp32"]["count"] == len(ds)
     assert abs(results["int8"]["acc1"] - results["fp32"]["acc1"]) <= 3.0
     assert (tmp_path / "int8" / "confusion.png").is_file()
+
+
+def test_calibration_reader_feeds_batches_once_and_rewinds():
+    from vitkit.infer import TensorCalibrationReader
+
+    reader = TensorCalibrationReader([torch.zeros(2, 3, 8, 8), torch.ones(1, 3, 8, 8)], "pixel_values")
+    first, second = reader.get_next(), reader.get_next()
+    assert first["pixel_values"].shape == (2, 3, 8, 8) and second["pixel_values"].max() == 1.0
+    assert reader.get_next() is None
+    reader.rewind()
+    assert reader.get_next()["pixel_values"].shape == (2, 3, 8, 8)
+    with pytest.raises(ValueError, match="at least one calibration batch"):
+        TensorCalibrationReader([])
+    with pytest.raises(ValueError, match="one C, H, W"):
+        TensorCalibrationReader([torch.zeros(2, 3, 8, 8), torch.zeros(2, 3, 16, 16)])
+
+
+@pytest.mark.parametrize("method", ["minmax", "percentile"])
+def test_onnx_runtime_static_int8_is_calibrated_and_agrees(tmp_path, method):
+    import onnx
+
+    from vitkit.infer import quantize_onnx_static_int8
+
+    model = _confident_model()
+    fp32_path = export_model(model, "onnx", tmp_path / "m.onnx").path
+    calibration = [x for x, _ in _labelled_batches(model, 2)]
+    int8_path = quantize_onnx_static_int8(fp32_path, tmp_path / "m.s8.onnx", calibration, method=method)
+    ops = {n.op_type for n in onnx.load(str(int8_path)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops and "DynamicQuantizeLinear" not in ops
+    assert not list(tmp_path.glob("*.shapes.onnx")) and not list(tmp_path.glob(".*.tmp"))  # no leftovers
+    batches = _labelled_batches(model)
+    fp32, int8 = top1_accuracy(model, batches), top1_accuracy(OnnxModel(int8_path), batches)
+    assert (fp32["predictions"] == int8["predictions"]).float().mean() >= 0.95
+    with pytest.raises(ValueError, match="unknown calibration method 'kl'"):
+        quantize_onnx_static_int8(fp32_path, tmp_path / "x.onnx", calibration, method="kl")
+
+
+def test_bench_skips_static_int8_without_calibration(tmp_path):
+    from vitkit.infer.bench import BackendUnavailable, build_runner
+
+    model = _confident_model()
+    with pytest.raises(BackendUnavailable, match="calibration images"):
+        build_runner("onnx_int8_static", model, torch.device("cpu"), tmp_path, torch.zeros(1, 3, 32, 32))

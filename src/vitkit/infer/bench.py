@@ -22,7 +22,7 @@ from torch import nn
 
 from .predict import autocast_context, resolve_device
 
-BACKENDS = ("eager_fp32", "eager_bf16", "compile_fp32", "onnx_fp32", "onnx_int8", "torch_int8")
+BACKENDS = ("eager_fp32", "eager_bf16", "compile_fp32", "onnx_fp32", "onnx_int8", "onnx_int8_static", "torch_int8")
 Runner = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -30,8 +30,14 @@ class BackendUnavailable(RuntimeError):
     """This backend cannot run here (e.g. INT8 kernels on CUDA); recorded as skipped, not as a failure."""
 
 
-def build_runner(name: str, model: nn.Module, device: torch.device, workdir: Path, example: torch.Tensor) -> Runner:
-    """A callable (float batch on ``device``) -> logits for backend ``name``; builds/exports what it needs."""
+def build_runner(
+    name: str, model: nn.Module, device: torch.device, workdir: Path, example: torch.Tensor,
+    calibration: list[torch.Tensor] | None = None, calibration_method: str = "minmax",
+) -> Runner:
+    """A callable (float batch on ``device``) -> logits for backend ``name``; builds/exports what it needs.
+
+    ``onnx_int8_static`` needs ``calibration``: batches of real, preprocessed images (random noise would calibrate
+    the activation ranges to the wrong distribution, so it is skipped rather than faked)."""
     if name in ("eager_fp32", "eager_bf16"):
         precision = name.split("_")[1]
 
@@ -50,9 +56,12 @@ def build_runner(name: str, model: nn.Module, device: torch.device, workdir: Pat
         from .quantize import quantize_dynamic_int8
 
         return torch.inference_mode()(quantize_dynamic_int8(model))
-    if name in ("onnx_fp32", "onnx_int8"):
+    if name in ("onnx_fp32", "onnx_int8", "onnx_int8_static"):
         from .export import OnnxModel, export_model
-        from .quantize import quantize_onnx_int8
+        from .quantize import quantize_onnx_int8, quantize_onnx_static_int8
+
+        if name == "onnx_int8_static" and not calibration:
+            raise BackendUnavailable("static INT8 needs calibration images (real, preprocessed); none were given")
 
         providers = ["CPUExecutionProvider"]
         if device.type == "cuda":
@@ -60,8 +69,8 @@ def build_runner(name: str, model: nn.Module, device: torch.device, workdir: Pat
 
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 raise BackendUnavailable("this onnxruntime build has no CUDAExecutionProvider")
-            if name == "onnx_int8":
-                raise BackendUnavailable("ONNX Runtime dynamic INT8 runs on the CPU provider only")
+            if name != "onnx_fp32":
+                raise BackendUnavailable("vitkit runs ONNX Runtime INT8 on the CPU provider only")
             providers = ["CUDAExecutionProvider"]
         path = workdir / "model.onnx"
         if not path.exists():
@@ -69,6 +78,8 @@ def build_runner(name: str, model: nn.Module, device: torch.device, workdir: Pat
             model.to(device)
         if name == "onnx_int8":
             path = quantize_onnx_int8(path, workdir / "model.int8.onnx")
+        elif name == "onnx_int8_static":
+            path = quantize_onnx_static_int8(path, workdir / "model.int8s.onnx", calibration, calibration_method)
         runner = OnnxModel(path, providers=providers)
         return lambda x: runner(x).to(device)
     raise ValueError(f"unknown backend {name!r}; expected one of {BACKENDS}")
@@ -137,8 +148,10 @@ def run_bench(
     device: str | torch.device | None = "cpu",
     seed: int = 0,
     log: Callable[[str], None] | None = print,
+    calibration: list[torch.Tensor] | None = None,
 ) -> dict[str, Any]:
-    """Benchmark ``model`` through each backend; returns a JSON-able dict (see :func:`format_bench_table`)."""
+    """Benchmark ``model`` through each backend; returns a JSON-able dict (see :func:`format_bench_table`).
+    ``calibration`` (real preprocessed image batches) enables ``onnx_int8_static``."""
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown:
         raise ValueError(f"unknown backends {unknown}; expected some of {BACKENDS}")
@@ -162,7 +175,7 @@ def run_bench(
             entry: dict[str, Any] = {}
             t0 = time.perf_counter()
             try:
-                fn = build_runner(name, model, device, Path(workdir), xb)
+                fn = build_runner(name, model, device, Path(workdir), xb, calibration)
                 fn(x1)  # first call: compilation / session warm-up counted as setup, not as latency
                 fn(xb)
                 entry["setup_s"] = round(time.perf_counter() - t0, 2)

@@ -67,40 +67,73 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 @_reported
 def cmd_export(args: argparse.Namespace) -> int:
-    import torch
-
     from .export import export_model
-    from .predict import expand_inputs
-    from .preprocess import InferenceSpec
 
     model = _load_model(args.checkpoint)
-    check = None
-    if args.check_images:
-        from ..data.decode import BadImageError, read_many_rgb
-
-        paths, problems = expand_inputs(args.check_images)
-        if problems:
-            print("error: " + "; ".join(problems), file=sys.stderr)
-            return 2
-        images = [img for img in read_many_rgb([str(p) for p in paths[: args.max_check_images]])
-                  if not isinstance(img, BadImageError)]
-        if not images:
-            print("error: none of the check images could be decoded", file=sys.stderr)
-            return 2
-        transform = InferenceSpec.from_model(model).transform()
-        check = torch.stack([transform(img) for img in images])
+    try:
+        check = _real_batch(model, args.check_images, args.max_check_images) if args.check_images else None
+    except ValueError as err:  # unreadable or missing check images: a usage error (2), not a failed export (1)
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     report = export_model(
         model, args.format, args.out, check_inputs=check, atol=args.atol, opset=args.opset, exporter=args.exporter
     )
     print(report.describe())
-    if args.format == "onnx" and args.int8:
-        from .quantize import quantize_onnx_int8
-
-        out = Path(args.out)
-        dst = quantize_onnx_int8(out, out.with_name(out.stem + ".int8.onnx"))
-        print(f"ONNX Runtime INT8 (dynamic, per-channel weights) -> {dst} ({dst.stat().st_size / 1e6:.1f} MB); "
-              f"INT8 is not held to the fp32 tolerance: measure its accuracy with `vitkit bench` or an eval")
+    if args.int8 and args.format != "onnx":
+        print("warning: --int8 applies to --format onnx only; no INT8 model written", file=sys.stderr)
+    elif args.int8:
+        _export_int8(args, model, check)
     return 0
+
+
+def _real_batch(model, sources: list[str], limit: int):
+    """Real images (files/folders/globs) through the model's own eval transform, as one float batch."""
+    import torch
+
+    from ..data.decode import BadImageError, read_many_rgb
+    from .predict import expand_inputs
+    from .preprocess import InferenceSpec
+
+    paths, problems = expand_inputs(sources)
+    if problems:
+        raise ValueError("; ".join(problems))
+    images = [img for img in read_many_rgb([str(p) for p in paths[:limit]]) if not isinstance(img, BadImageError)]
+    if not images:
+        raise ValueError(f"none of the images in {sources} could be decoded")
+    transform = InferenceSpec.from_model(model).transform()
+    return torch.stack([transform(img) for img in images])
+
+
+def _export_int8(args: argparse.Namespace, model, check) -> None:
+    """Write ``<out>.int8.onnx`` (dynamic or static) beside the verified fp32 ONNX and check its top-1 agreement
+    with eager fp32 on the real check images; INT8 is held to an agreement floor, not to the fp32 tolerance."""
+    import torch
+
+    from .export import ExportParityError, OnnxModel
+    from .quantize import quantize_onnx_int8, quantize_onnx_static_int8
+
+    out = Path(args.out)
+    dst = out.with_name(out.stem + ".int8.onnx")
+    if args.int8 == "static":
+        if not args.calib_images:
+            raise ValueError("--int8 static needs --calib-images (real training images, not the check images)")
+        calib = _real_batch(model, args.calib_images, args.max_calib_images)
+        quantize_onnx_static_int8(out, dst, list(calib.split(16)), method=args.calib_method)
+        kind = f"static, {args.calib_method} calibration on {len(calib)} images"
+    else:
+        quantize_onnx_int8(out, dst)
+        kind = "dynamic"
+    line = f"ONNX Runtime INT8 ({kind}, per-channel weights) -> {dst} ({dst.stat().st_size / 1e6:.1f} MB)"
+    if check is None:
+        print(line + "; no --check-images, so its top-1 agreement with fp32 was not measured")
+        return
+    with torch.inference_mode():
+        agree = float((OnnxModel(dst)(check).argmax(-1) == model(check).argmax(-1)).float().mean())
+    print(f"{line}; top-1 agreement with eager fp32 on {len(check)} check images {100 * agree:.1f}%")
+    if agree < args.min_agreement:
+        dst.unlink()
+        raise ExportParityError(f"INT8 top-1 agreement {agree:.4f} < --min-agreement {args.min_agreement}; "
+                                f"{dst} removed (the fp32 export is kept)")
 
 
 @_reported
@@ -144,6 +177,7 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     from .bench import BACKENDS
     from .export import DEFAULT_ATOL, EXPORT_FORMATS
     from .predict import PRECISIONS
+    from .quantize import CALIBRATION_METHODS
 
     p = subparsers.add_parser("predict", help="top-k labels for images, files, folders or globs")
     p.add_argument("checkpoint", help="a vitkit .safetensors checkpoint")
@@ -167,7 +201,13 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--atol", type=float, default=DEFAULT_ATOL, help="max abs logit difference allowed (fp32)")
     p.add_argument("--opset", type=int, help="ONNX opset (default 17, or 18 with --exporter dynamo)")
     p.add_argument("--exporter", choices=("torchscript", "dynamo"), default="torchscript", help="ONNX exporter")
-    p.add_argument("--int8", action="store_true", help="ONNX only: also write an ONNX Runtime INT8 model beside it")
+    p.add_argument("--int8", nargs="?", const="dynamic", choices=("dynamic", "static"),
+                   help="ONNX only: also write an ONNX Runtime INT8 model beside it (bare --int8 = dynamic)")
+    p.add_argument("--calib-images", nargs="+", help="--int8 static: real images that calibrate activation ranges")
+    p.add_argument("--max-calib-images", type=int, default=256)
+    p.add_argument("--calib-method", choices=CALIBRATION_METHODS, default="minmax")
+    p.add_argument("--min-agreement", type=float, default=0.99,
+                   help="--int8 with --check-images: fail below this top-1 agreement with fp32")
     p.set_defaults(func=cmd_export)
 
     p = subparsers.add_parser("bench", help="latency and throughput across eager, compile, ONNX Runtime and INT8")
