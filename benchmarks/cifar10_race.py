@@ -36,7 +36,7 @@ from torchvision.transforms import v2
 
 from vitkit.data import build_dataset
 from vitkit.plan.flops import counted_flops
-from vitkit.utils.env import describe_environment
+from vitkit.utils.env import describe_environment, native_cpu_bf16
 from vitkit.utils.fileio import atomic_path, atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,7 +46,7 @@ SEED = 0  # the recipe's train.seed default: both sides get the same train / val
 
 
 def native_bf16() -> bool:
-    return torch.backends.cpu.get_cpu_capability() in ("AVX512_BF16", "AMX") or torch.cuda.is_available()
+    return native_cpu_bf16() or torch.cuda.is_available()
 
 
 def load_splits(data: str, val_fraction: float) -> tuple[dict, float]:

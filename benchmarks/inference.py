@@ -10,7 +10,7 @@ them), so each architecture is trained briefly on CIFAR-10 at 64 px (4x4 patches
 ``vitkit train``, ``--train-seconds`` each, into ``runs/inf-weights/<model>``) and evaluated at 224 px (the position
 embedding resampled). The same weights are loaded into timm (identical keys) and HF (vitkit's verified HF export).
 
-    python benchmarks/inference.py --train-weights --threads 1          # full run (see docs/inference.md)
+    python benchmarks/inference.py --train-weights --threads 2          # full run (see docs/inference.md)
     python benchmarks/inference.py --quick --models vit_tiny_patch16_224  # a ~3 minute trial
 """
 
@@ -38,7 +38,8 @@ from vitkit.infer.export import export_model  # noqa: E402
 from vitkit.infer.preprocess import InferenceSpec  # noqa: E402
 from vitkit.utils.fileio import atomic_write_text  # noqa: E402
 
-VITKIT_BACKENDS = ("eager_fp32", "compile_fp32", "onnx_fp32", "onnx_int8", "onnx_int8_static", "torch_int8", "eager_bf16")
+VITKIT_BACKENDS = ("eager_fp32", "compile_fp32", "compile_bf16", "onnx_fp32", "onnx_int8", "onnx_int8_static",
+                   "torch_int8", "eager_bf16")
 QUICK_BACKENDS = "eager_fp32,onnx_fp32,onnx_int8,onnx_int8_static,torch_int8"
 WEIGHTS_DIR = ROOT / "runs" / "inf-weights"
 TRAIN_IMG_SIZE = 64
@@ -59,24 +60,25 @@ def cifar_images(n: int, split: str = "test") -> tuple[list[torch.Tensor], torch
     return [img for img, _ in keep], torch.tensor([label for _, label in keep])
 
 
-def train_command(name: str, seconds: float) -> list[str]:
-    """``vitkit train`` for ``name`` at 64 px on CIFAR-10, fp32, 1 thread, a fixed time budget."""
+def train_command(name: str, seconds: float, threads: int) -> list[str]:
+    """``vitkit train`` for ``name`` at 64 px on CIFAR-10, fp32, a fixed time budget."""
     return [
         sys.executable, "-m", "vitkit", "train", "--recipe", str(ROOT / "recipes" / "cifar10-cpu-10min.yaml"),
         "--set", f"model.name={name}", "--set", "model.kwargs={}", "--set", f"data.name={cifar_root()}",
         "--set", f"data.img_size={TRAIN_IMG_SIZE}", "--set", "data.batch_size=64", "--set", "data.val_fraction=0.02",
-        "--set", "data.eval_batch_size=250", "--set", f"train.time_budget_s={seconds}", "--set", "train.threads=1",
+        "--set", "data.eval_batch_size=250", "--set", "data.size_schedule=null",
+        "--set", f"train.time_budget_s={seconds}", "--set", f"train.threads={threads}",
         "--set", "schedule.warmup_steps=20", "--set", f"optim.lr={1e-3 if 'tiny' in name else 5e-4}",
         "--out-dir", str(WEIGHTS_DIR / name),
     ]
 
 
-def trained_checkpoint(name: str, train: bool, seconds: float) -> Path:
+def trained_checkpoint(name: str, train: bool, seconds: float, threads: int) -> Path:
     """The newest ``best.safetensors`` under runs/inf-weights/<name>, training one first if asked to."""
     found = sorted((WEIGHTS_DIR / name).glob("*/best.safetensors"), key=lambda p: p.stat().st_mtime)
     if not found and train:
         print(f"  training {name} for {seconds:.0f} s at {TRAIN_IMG_SIZE} px", flush=True)
-        subprocess.run(train_command(name, seconds), check=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+        subprocess.run(train_command(name, seconds, threads), check=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
         found = sorted((WEIGHTS_DIR / name).glob("*/best.safetensors"), key=lambda p: p.stat().st_mtime)
     if not found:
         raise SystemExit(f"no trained weights for {name} under {WEIGHTS_DIR / name}; pass --train-weights")
@@ -197,8 +199,9 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--latency-calls", type=int, default=5)
     parser.add_argument("--backends", default=",".join(VITKIT_BACKENDS))
-    parser.add_argument("--bf16-models", default="vit_tiny_patch16_224",
-                        help="models to run eager_bf16 on (it is ~5x slower than fp32 on CPUs without AVX512-BF16)")
+    parser.add_argument("--bf16-models", default=None,
+                        help="models to run the bf16 paths on (default: all on a CPU with avx512_bf16/AMX, else only "
+                             "vit_tiny: without them bf16 is many times slower than fp32)")
     parser.add_argument("--train-weights", action="store_true",
                         help=f"train missing checkpoints under {WEIGHTS_DIR.relative_to(ROOT)} with vitkit train")
     parser.add_argument("--train-seconds", type=float, default=300, help="training time budget per model")
@@ -213,12 +216,16 @@ def main() -> int:
         if args.backends == ",".join(VITKIT_BACKENDS):
             args.backends = QUICK_BACKENDS
 
+    from vitkit.utils.env import native_cpu_bf16
+
+    bf16_models = (args.bf16_models.split(",") if args.bf16_models is not None
+                   else args.models.split(",") if native_cpu_bf16() else ["vit_tiny_patch16_224"])
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     images, labels = cifar_images(max(args.images, args.small_images, args.base_images))
     calib = cifar_images(args.calib_images, "train")[0] if "onnx_int8_static" in args.backends else []
     result = {
-        "command": "python benchmarks/inference.py " + " ".join(sys.argv[1:]), "machine": machine_info(),
+        "command": "python benchmarks/inference.py " + " ".join(sys.argv[1:]), "machine": {**machine_info(), "cpu_native_bf16": native_cpu_bf16()},
         "batch": args.batch, "threads": args.threads,
         "images_source": "CIFAR-10 test JPEGs (32x32), resized to 224 by each checkpoint's eval transform; static INT8 "
                          f"calibrated on {len(calib)} CIFAR-10 training images ({args.calib_method})",
@@ -228,8 +235,8 @@ def main() -> int:
     }
     for name in args.models.split(","):
         n = args.base_images if "base" in name else args.small_images if "small" in name else args.images
-        backends = [b for b in args.backends.split(",") if b != "eager_bf16" or name in args.bf16_models.split(",")]
-        checkpoint = trained_checkpoint(name, args.train_weights, args.train_seconds)
+        backends = [b for b in args.backends.split(",") if not b.endswith("_bf16") or name in bf16_models]
+        checkpoint = trained_checkpoint(name, args.train_weights, args.train_seconds, args.threads)
         print(f"{name}: {checkpoint}, {n} images, load {os.getloadavg()}", flush=True)
         result["models"][name] = bench_model(name, checkpoint, images[:n], labels[:n], calib, args.batch,
                                              args.latency_calls, backends, args.calib_method)

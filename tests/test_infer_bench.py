@@ -61,3 +61,17 @@ def test_cli_bench_writes_json(tmp_path, capsys):
     data = json.loads(out.read_text())
     assert data["backends"]["torch_int8"]["throughput_img_s"] > 0 and data["batch_size"] == 2
     assert data["command"].startswith("vitkit")
+
+
+def test_compiled_backends_match_eager_and_bf16_is_opt_in():
+    """compile_fp32 equals eager within float tolerance; compile_bf16 stays close to it (bf16 matmuls) and is not
+    in the default set (a second compilation, worth it only where bf16 is native)."""
+    from vitkit.infer.bench import DEFAULT_BACKENDS
+
+    assert "compile_bf16" not in DEFAULT_BACKENDS and "compile_fp32" in DEFAULT_BACKENDS
+    result = run_bench(tiny_model(), backends=["eager_fp32", "compile_fp32", "compile_bf16"], batch_size=2,
+                       warmup=1, reps=1, latency_reps=1, log=None)
+    b = result["backends"]
+    assert "error" not in b["compile_bf16"], b["compile_bf16"]
+    assert b["compile_fp32"]["max_abs_diff_vs_fp32"] < 1e-4
+    assert 0 < b["compile_bf16"]["max_abs_diff_vs_fp32"] < 0.5

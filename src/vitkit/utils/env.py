@@ -19,6 +19,27 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none, e.g. macOS)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def native_cpu_bf16() -> bool:
+    """Whether this CPU has a bf16 dot-product instruction (AVX512_BF16 or AMX), so bf16 autocast can beat fp32.
+
+    torch.backends.cpu.get_cpu_capability() says only "AVX512" on such CPUs (Zen 4/5), so it cannot tell; without
+    these flags bf16 GEMMs run through conversions and are many times slower than fp32.
+    """
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
 def describe_environment() -> dict:
     import torch
 
@@ -26,6 +47,8 @@ def describe_environment() -> dict:
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_native_bf16": native_cpu_bf16(),
         "python": sys.version.split()[0],
         "torch": torch.__version__,
         "platform": platform.platform(),
