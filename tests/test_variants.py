@@ -72,6 +72,7 @@ def test_onnx_export_parity(kind, tmp_path):
 
 @pytest.mark.parametrize("kind", ["deit", "hybrid_conv", "window"])  # one per family (window: the grid path)
 def test_torch_compile_forward_and_backward(kind):
+    torch._dynamo.reset()  # a fresh recompile budget: earlier tests compiled the same forward code objects
     model = build(kind, depth=1, **({"global_blocks": ()} if kind == "window" else {})).train()
     compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
     x = torch.randn(2, 3, 32, 32)
