@@ -36,6 +36,7 @@ from vitkit.data.decode import read_many_rgb  # noqa: E402
 from vitkit.infer.bench import build_runner, machine_info, percentile  # noqa: E402
 from vitkit.infer.export import export_model  # noqa: E402
 from vitkit.infer.preprocess import InferenceSpec  # noqa: E402
+from vitkit.utils.env import native_cpu_bf16  # noqa: E402
 from vitkit.utils.fileio import atomic_write_text  # noqa: E402
 
 VITKIT_BACKENDS = ("eager_fp32", "compile_fp32", "compile_bf16", "onnx_fp32", "onnx_int8", "onnx_int8_static",
@@ -78,7 +79,8 @@ def trained_checkpoint(name: str, train: bool, seconds: float, threads: int) -> 
     found = sorted((WEIGHTS_DIR / name).glob("*/best.safetensors"), key=lambda p: p.stat().st_mtime)
     if not found and train:
         print(f"  training {name} for {seconds:.0f} s at {TRAIN_IMG_SIZE} px", flush=True)
-        subprocess.run(train_command(name, seconds, threads), check=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+        subprocess.run(train_command(name, seconds, threads), check=True,
+                       env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
         found = sorted((WEIGHTS_DIR / name).glob("*/best.safetensors"), key=lambda p: p.stat().st_mtime)
     if not found:
         raise SystemExit(f"no trained weights for {name} under {WEIGHTS_DIR / name}; pass --train-weights")
@@ -216,8 +218,6 @@ def main() -> int:
         if args.backends == ",".join(VITKIT_BACKENDS):
             args.backends = QUICK_BACKENDS
 
-    from vitkit.utils.env import native_cpu_bf16
-
     bf16_models = (args.bf16_models.split(",") if args.bf16_models is not None
                    else args.models.split(",") if native_cpu_bf16() else ["vit_tiny_patch16_224"])
     torch.manual_seed(0)
@@ -225,7 +225,7 @@ def main() -> int:
     images, labels = cifar_images(max(args.images, args.small_images, args.base_images))
     calib = cifar_images(args.calib_images, "train")[0] if "onnx_int8_static" in args.backends else []
     result = {
-        "command": "python benchmarks/inference.py " + " ".join(sys.argv[1:]), "machine": {**machine_info(), "cpu_native_bf16": native_cpu_bf16()},
+        "command": "python benchmarks/inference.py " + " ".join(sys.argv[1:]), "machine": machine_info(),
         "batch": args.batch, "threads": args.threads,
         "images_source": "CIFAR-10 test JPEGs (32x32), resized to 224 by each checkpoint's eval transform; static INT8 "
                          f"calibrated on {len(calib)} CIFAR-10 training images ({args.calib_method})",

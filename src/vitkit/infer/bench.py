@@ -9,7 +9,6 @@ eager fp32 on the timed batch, so a fast but wrong path shows itself in the same
 from __future__ import annotations
 
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -20,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..utils.env import cpu_model, native_cpu_bf16
 from .predict import autocast_context, resolve_device
 
 BACKENDS = ("eager_fp32", "eager_bf16", "compile_fp32", "compile_bf16", "onnx_fp32", "onnx_int8", "onnx_int8_static",
@@ -128,15 +128,10 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def machine_info() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
-    except OSError:
-        pass
     info = {
-        "cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(), "loadavg_start": list(os.getloadavg()),
+        "cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_native_bf16": native_cpu_bf16(),
+        "loadavg_start": list(os.getloadavg()),
     }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
@@ -233,4 +228,5 @@ def format_bench_table(result: dict[str, Any]) -> str:
     return "\n".join([head] + [_row(n, e) for n, e in result["backends"].items()])
 
 
-__all__ = ["BACKENDS", "DEFAULT_BACKENDS", "BackendUnavailable", "build_runner", "format_bench_table", "percentile", "run_bench", "time_calls"]
+__all__ = ["BACKENDS", "DEFAULT_BACKENDS", "BackendUnavailable", "build_runner", "format_bench_table", "percentile",
+           "run_bench", "time_calls"]

@@ -8,27 +8,25 @@ import sys
 from datetime import UTC, datetime
 
 
-def cpu_model() -> str:
+def _cpuinfo_value(key: str) -> str | None:
+    """The value of the first ``key`` line of /proc/cpuinfo (None where there is none, e.g. macOS)."""
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
-                if line.startswith("model name"):
+                if line.startswith(key):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def cpu_model() -> str:
+    return _cpuinfo_value("model name") or platform.processor() or platform.machine()
 
 
 def cpu_flags() -> set[str]:
-    """The CPU's feature flags from /proc/cpuinfo (empty where there is none, e.g. macOS)."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
+    return set((_cpuinfo_value("flags") or "").split())
 
 
 def native_cpu_bf16() -> bool:
