@@ -155,6 +155,7 @@ def transformer_fraction(model: torch.nn.Module, input_size) -> float:
 
 def run_vitkit(data: str, budget: float, recipe: str, extra: list[str], out: str) -> dict:
     from vitkit import load_checkpoint
+    from vitkit.train import load_config
 
     Path(out).mkdir(parents=True, exist_ok=True)
     before = set(Path(out).iterdir())
@@ -188,6 +189,7 @@ def run_vitkit(data: str, budget: float, recipe: str, extra: list[str], out: str
         "curve": [{"time_s": r["elapsed_s"], "epoch": r["epoch"], "val_acc1": r["val_acc1"]} for r in epochs
                   if "val_acc1" in r],
         "recipe": recipe, "overrides": extra, "stop_reason": summary["stop_reason"], "run_dir": str(run_dir),
+        "precision": summary.get("precision"), "test_hflip_tta": load_config(recipe, extra).data.eval_hflip_tta,
     }
 
 

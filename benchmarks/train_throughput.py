@@ -43,6 +43,7 @@ from torch.profiler import record_function
 import vitkit
 from vitkit.train.config import OptimConfig
 from vitkit.train.optim import build_optimizer
+from vitkit.utils.env import native_cpu_bf16
 from vitkit.utils.fileio import atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,7 +65,8 @@ MODELS = {
                 (("img_size", 32), ("patch_size", 4), ("num_classes", 10)), 32),
 }
 # (size, precision) -> (batch, steps per timed window). bf16 is 5-20x slower than fp32 on a CPU without AVX512-BF16,
-# so its windows are short; sized for a full run of about 12 minutes on 2 quiet cores.
+# so its windows are short there; sized for a full run of about 12 minutes on 2 quiet cores. On a CPU with
+# avx512_bf16 / AMX the bf16 cells use the fp32 batches.
 FULL = {("224", "fp32"): (16, 2), ("224", "bf16"): (2, 1), ("32", "fp32"): (64, 2), ("32", "bf16"): (8, 1)}
 QUICK = {("224", "fp32"): (4, 1), ("224", "bf16"): (2, 1), ("32", "fp32"): (32, 1), ("32", "bf16"): (4, 1)}
 ALL_CELLS = [f"{m}:{p}:{c}" for m in MODELS for p in ("fp32", "bf16") for c in ("eager", "compile")]
@@ -235,7 +237,9 @@ def main() -> None:
                                       "train_throughput_profile.txt with --profile)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    sizes = QUICK if args.quick else FULL
+    sizes = dict(QUICK if args.quick else FULL)
+    if native_cpu_bf16():  # bf16 runs at fp32 speed or faster here: time it at the same batches
+        sizes.update({(key, "bf16"): sizes[(key, "fp32")] for key in MODELS})
     cells = args.cells.split(",") if args.cells else (QUICK_CELLS if args.quick else ALL_CELLS)
     bad = [c for c in cells if c not in ALL_CELLS]
     if bad:

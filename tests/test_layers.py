@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from vitkit.models import layers
 from vitkit.models.layers import Attention, PatchDropout, PatchEmbed, resample_pos_embed, sincos_2d_pos_embed
 from vitkit.models.vit import conv_weight_as_linear, flatten_patches
 
@@ -32,6 +33,28 @@ def test_explicit_attention_path_equals_fused(qk_norm):
     torch.testing.assert_close(fused, explicit, rtol=1e-5, atol=1e-6)
     assert weights.shape == (2, 4, 10, 10)
     torch.testing.assert_close(weights.sum(-1), torch.ones(2, 4, 10))
+
+
+@pytest.mark.parametrize("mask", [None, "bool", "float"])
+def test_bf16_cpu_attention_path_computes_sdpa(mask, monkeypatch):
+    """bf16 on a CPU takes the explicit matmul path (faster there); it must compute what SDPA computes in fp32."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 17, 16) for _ in range(3))
+    attn_mask = {None: None, "bool": torch.rand(17, 17) > 0.3, "float": torch.randn(17, 17)}[mask]
+    if mask == "bool":
+        attn_mask.fill_diagonal_(True)  # every query keeps a key
+    reference = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+    qb, kb, vb = (t.bfloat16().requires_grad_() for t in (q, k, v))
+    bf16_mask = attn_mask.bfloat16() if mask == "float" else attn_mask
+    out = layers.scaled_dot_product_attention(qb, kb, vb, attn_mask=bf16_mask)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), reference, rtol=0.05, atol=0.05)
+    out.float().sum().backward()
+    assert all(t.grad is not None and torch.isfinite(t.grad).all() for t in (qb, kb, vb))
+    # the switch restores PyTorch's kernel, which gives the same function
+    monkeypatch.setattr(layers, "EXPLICIT_BF16_ATTENTION_ON_CPU", False)
+    fused = layers.scaled_dot_product_attention(qb.detach(), kb.detach(), vb.detach(), attn_mask=bf16_mask)
+    torch.testing.assert_close(fused.float(), out.detach().float(), rtol=0.05, atol=0.05)
 
 
 def test_attention_rejects_indivisible_heads():

@@ -147,6 +147,21 @@ def test_compile_matches_eager(tmp_path):
     assert losses[0] == pytest.approx(losses[1], rel=1e-4, abs=1e-5)
 
 
+def test_channels_last_matches_the_default_layout(tmp_path):
+    """train.channels_last changes only the memory layout of a conv stem: same losses, loadable weights."""
+    common = ["train.max_steps=3", "log.every_steps=1", "model.name=vit_hybrid_conv_tiny_32",
+              "model.kwargs={conv_channels: [8, 16], conv_strides: [1, 2], embed_dim: 16, depth: 1, num_heads: 2}"]
+    runs = [train(tiny_config(tmp_path / name, *common, *extra))
+            for name, extra in (("nchw", []), ("nhwc", ["train.channels_last=true"]))]
+    losses = [[json.loads(line)["train_loss"] for line in (Path(s["run_dir"]) / "metrics.jsonl").read_text().splitlines()
+               if json.loads(line)["kind"] == "step"] for s in runs]
+    assert len(losses[0]) == 3
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4, abs=1e-5)
+    assert max_abs_diff(last_weights(runs[0]["run_dir"]), last_weights(runs[1]["run_dir"])) < 1e-4
+    model = vitkit.load_checkpoint(Path(runs[1]["run_dir"]) / "best.safetensors")
+    assert model(torch.randn(2, 3, 8, 8)).shape == (2, 4)
+
+
 def test_eval_cli_reports_and_draws_the_confusion_matrix(tmp_path, capsys):
     from vitkit.cli import main
 
@@ -161,3 +176,31 @@ def test_eval_cli_reports_and_draws_the_confusion_matrix(tmp_path, capsys):
     assert result["acc1"] == pytest.approx(summary["test_acc1"])  # same weights, same test split
     assert len(result["per_class_acc"]) == 4 and (tmp_path / "ev" / "confusion.png").stat().st_size > 1000
     assert sum(map(sum, result["confusion"])) == 128 and (tmp_path / "ev" / "eval.json").is_file()
+
+
+def test_hflip_tta_averages_the_logits_of_image_and_mirror():
+    from vitkit.train.evaluate import evaluate
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 3))
+    images, labels = torch.randn(6, 3, 4, 4), torch.tensor([0, 1, 2, 0, 1, 2])
+    kwargs = dict(num_classes=3, mean=(0.0,) * 3, std=(1.0,) * 3, device=torch.device("cpu"))
+    plain = evaluate(model, [(images, labels)], **kwargs)
+    tta = evaluate(model, [(images, labels)], hflip_tta=True, **kwargs)
+    with torch.no_grad():
+        expected = (model(images) + model(images.flip(-1))) / 2
+    assert tta["loss"] == pytest.approx(float(torch.nn.functional.cross_entropy(expected, labels)), rel=1e-6)
+    assert tta["acc1"] == pytest.approx(float((expected.argmax(1) == labels).float().mean() * 100))
+    assert plain["loss"] != pytest.approx(tta["loss"])  # the mirror really was seen
+
+
+def test_auto_precision_picks_the_native_one(monkeypatch):
+    from vitkit.train.evaluate import resolve_precision
+    from vitkit.utils import env
+
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+    monkeypatch.setattr(env, "native_cpu_bf16", lambda: True)
+    assert resolve_precision("auto", cpu) == "bf16"
+    monkeypatch.setattr(env, "native_cpu_bf16", lambda: False)
+    assert resolve_precision("auto", cpu) == "fp32"

@@ -93,7 +93,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         transform, precision = quantize_dynamic_int8, "fp32"
     result = evaluate_checkpoint(args.checkpoint, args.data, split=args.split, root=args.root,
                                  batch_size=args.batch_size, precision=precision, device=args.device, out_dir=out,
-                                 dataset_kwargs=options, model_transform=transform)
+                                 dataset_kwargs=options, model_transform=transform, hflip_tta=args.hflip_tta)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -141,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16", "int8"),
                    help="int8: dynamic INT8 quantization of the Linear layers (CPU)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--hflip-tta", action="store_true",
+                   help="test-time augmentation: average the logits of each image and its mirror image")
     p.add_argument("--out", help="folder for eval.json and confusion.png (default: <checkpoint dir>/eval-<split>)")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
     p.set_defaults(func=cmd_eval)

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .layers import Block, DropPath, PatchEmbed, to_2tuple
+from .layers import Block, DropPath, PatchEmbed, scaled_dot_product_attention, to_2tuple
 from .registry import register_arch
 
 POOLING_KINDS = ("cls", "gap")
@@ -76,7 +76,7 @@ class CrossAttention(nn.Module):
             return t.reshape(b, -1, self.num_heads, self.head_dim).transpose(1, 2)
 
         q, k, v = heads(self.wq(x[:, :1])), heads(self.wk(x)), heads(self.wv(x))
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop_p if self.training else 0.0)
+        out = scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop_p if self.training else 0.0)
         return self.proj_drop(self.proj(out.transpose(1, 2).reshape(b, 1, c)))
 
 

@@ -23,6 +23,28 @@ def to_2tuple(value: int | Sequence[int]) -> tuple[int, int]:
     return value  # type: ignore[return-value]
 
 
+# On a CPU, PyTorch's bf16 flash-attention kernel is slower than two bf16 matmuls and a softmax: measured on a
+# 2-core AVX512-BF16 CPU (torch 2.14), 1.4-2.2x in the forward pass and 2-6x forward + backward for ViT-Ti/S/B shapes,
+# while in fp32 the kernel is as fast or faster (benchmarks/attention_kernels.py). False restores SDPA everywhere.
+EXPLICIT_BF16_ATTENTION_ON_CPU = True
+
+
+def scaled_dot_product_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None = None, dropout_p: float = 0.0
+) -> torch.Tensor:
+    """``F.scaled_dot_product_attention``, except for bf16 on a CPU, where the explicit softmax(QK^T/sqrt(d))V is
+    faster (see EXPLICIT_BF16_ATTENTION_ON_CPU); same function either way (tested)."""
+    if not (EXPLICIT_BF16_ATTENTION_ON_CPU and q.dtype == torch.bfloat16 and q.device.type == "cpu"):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
+    attn = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
+    if attn_mask is not None:
+        attn = attn.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else attn + attn_mask
+    attn = attn.softmax(dim=-1)
+    if dropout_p > 0.0:
+        attn = F.dropout(attn, dropout_p)
+    return attn @ v
+
+
 class PatchEmbed(nn.Module):
     """Image to patch tokens with a strided convolution.
 
@@ -71,7 +93,8 @@ class PatchEmbed(nn.Module):
 class Attention(nn.Module):
     """Multi-head self-attention with a fused QKV projection.
 
-    The default path calls ``F.scaled_dot_product_attention`` so that PyTorch picks Flash / memory-efficient kernels.
+    The default path calls ``F.scaled_dot_product_attention`` so that PyTorch picks Flash / memory-efficient kernels
+    (bf16 on a CPU excepted, see ``scaled_dot_product_attention`` above).
     ``need_weights=True`` runs the explicit softmax(QK^T)V path instead and also returns the probabilities; it computes
     the same function (tested), so attention maps can be read from a model trained with the fused path.
 
@@ -133,7 +156,7 @@ class Attention(nn.Module):
         return self.attn_drop_p if self.training else 0.0
 
     def _attend(self, q, k, v, attn_mask, grid) -> torch.Tensor:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=self._dropout_p())
+        return scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=self._dropout_p())
 
     def _weights(self, q, k, attn_mask, grid) -> torch.Tensor:
         attn = (q * self.scale) @ k.transpose(-2, -1)
@@ -237,10 +260,10 @@ class WindowAttention(Attention):
             n_win = qw.shape[2]
             kw = torch.cat([k[:, :, None, :prefix].expand(-1, -1, n_win, -1, -1), kw], dim=3)
             vw = torch.cat([v[:, :, None, :prefix].expand(-1, -1, n_win, -1, -1), vw], dim=3)
-        out = F.scaled_dot_product_attention(qw, kw, vw, dropout_p=self._dropout_p())
+        out = scaled_dot_product_attention(qw, kw, vw, dropout_p=self._dropout_p())
         out = out.reshape(b, heads, h // ws, w // ws, ws, ws, d).permute(0, 1, 2, 4, 3, 5, 6).reshape(b, heads, h * w, d)
         if prefix:
-            head = F.scaled_dot_product_attention(q[:, :, :prefix], k, v, dropout_p=self._dropout_p())
+            head = scaled_dot_product_attention(q[:, :, :prefix], k, v, dropout_p=self._dropout_p())
             out = torch.cat([head, out], dim=2)
         return out
 

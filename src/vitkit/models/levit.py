@@ -6,7 +6,7 @@ A ViT built for speed at inference, read top to bottom:
 - stages of attention blocks at decreasing resolution. Every linear layer is followed by BatchNorm instead of being
   preceded by LayerNorm, so at inference each Linear + BN pair folds into one Linear (``fuse_batchnorm``). Attention
   has no position embedding: a learned bias per head and per relative offset (|dy|, |dx|) is added to the attention
-  logits, passed to ``F.scaled_dot_product_attention`` as its float ``attn_mask``. Values are wider than keys
+  logits, passed to ``scaled_dot_product_attention`` as its float ``attn_mask``. Values are wider than keys
   (``attn_ratio``) and a Hardswish precedes the output projection;
 - between stages an attention block whose queries come from every second token of every second row (a 2x
   subsampled grid) halves the resolution and widens the channels ("shrink attention");
@@ -23,11 +23,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .layers import DropPath, to_2tuple
+from .layers import DropPath, scaled_dot_product_attention, to_2tuple
 from .registry import register_arch
 
 STEM_STRIDES = (4, 8, 16)
@@ -174,7 +173,7 @@ class BiasedAttentionBase(nn.Module):
             weights = ((q * self.scale) @ k.transpose(-2, -1) + bias).softmax(dim=-1)
             out = weights @ v
         else:  # default scale is key_dim ** -0.5, LeViT's; values may be wider than keys
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+            out = scaled_dot_product_attention(q, k, v, attn_mask=bias)
         b, _, n, _ = out.shape
         out = self.proj(out.transpose(1, 2).reshape(b, n, self.num_heads * self.val_dim))
         return (out, weights) if need_weights else out

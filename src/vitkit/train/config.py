@@ -61,6 +61,7 @@ class DataConfig:
     crop_pct: float = 0.875  # per_sample evaluation: resize to size / crop_pct, then centre-crop
     crop_padding: int = 0  # random-crop padding in pixels; 0 = off (on 8x8 digits a 1-pixel shift costs ~6 points)
     flip: bool = False  # digits are not mirror-symmetric
+    eval_hflip_tta: bool = False  # validation and test: average the logits of each image and its mirror image
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
     mix_prob: float = 1.0
@@ -150,9 +151,13 @@ class TrainConfig:
     time_budget_s: float | None = None  # stop after this many seconds of training (first step to last, evaluations
     # included); the cosine schedule and data.size_schedule then follow the elapsed fraction of the budget
     accum_steps: int = 1  # gradient accumulation: forward passes per optimizer step
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # bf16/fp16 = autocast; fp16 (CUDA only) uses GradScaler
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"  # bf16/fp16 = autocast; fp16 (CUDA only) uses
+    # GradScaler; auto = the fast one for the device: CUDA bf16 (fp16 before Ampere), CPU bf16 only with avx512_bf16 /
+    # AMX, else fp32 (bf16 is emulated and ~14x slower there)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compile: bool = False  # torch.compile the model
+    channels_last: bool = False  # NHWC conv weights and inputs: oneDNN's native layout, so a conv stem skips
+    # layout reorders (training step of the race's conv-stem hybrid: ~1.1-1.2x on the CPU, benchmarks/README.md)
     grad_checkpointing: bool = False  # recompute block activations in backward (less memory, ~30% more compute)
     label_smoothing: float = 0.1
     ema: bool = False  # keep an exponential moving average of the weights, evaluated and saved beside them

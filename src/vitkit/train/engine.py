@@ -39,7 +39,7 @@ from .distributed import (
     setup_distributed,
     wrap_model,
 )
-from .evaluate import autocast, evaluate
+from .evaluate import autocast, evaluate, resolve_precision
 from .monitor import Monitor, block_grad_norms, peak_memory_mb
 from .optim import build_optimizer, build_scheduler
 
@@ -140,7 +140,7 @@ def train(cfg: Config, model: nn.Module | None = None) -> dict[str, Any]:
 def _train(cfg: Config, model: nn.Module | None, info: DistInfo, device: torch.device, t_start: float) -> dict:
     from ..data import BatchAugment, build_loader
 
-    tc, precision = cfg.train, cfg.train.precision
+    tc, precision = cfg.train, resolve_precision(cfg.train.precision, device)
     if precision == "fp16" and device.type != "cuda":
         raise ValueError("train.precision='fp16' needs CUDA; on a CPU use 'bf16'")
     if tc.ema and info.strategy == "fsdp":
@@ -160,6 +160,8 @@ def _train(cfg: Config, model: nn.Module | None, info: DistInfo, device: torch.d
         mean, std = model.data_config["mean"], model.data_config["std"]  # keep the normalisation it learned with
     _check_size_schedule(cfg, model, size)
     model.to(device)
+    if tc.channels_last:
+        model.to(memory_format=torch.channels_last)
     if tc.grad_checkpointing:
         model.set_grad_checkpointing(True)
 
@@ -302,7 +304,7 @@ def _train(cfg: Config, model: nn.Module | None, info: DistInfo, device: torch.d
         when the ranks' eval shards differ by a batch. FSDP2 needs its wrapper; evaluate() keeps ranks in step."""
         module = model if module is raw_model and info.strategy == "fsdp" else module
         return evaluate(module, loader, num_classes=train_ds.num_classes, mean=mean, std=std, device=device,
-                        precision=precision, out_size=out_size, info=info)
+                        precision=precision, out_size=out_size, info=info, hflip_tta=cfg.data.eval_hflip_tta)
 
     # --- the loop --------------------------------------------------------------------------------------------------
     t_loop = time.perf_counter()
@@ -357,6 +359,8 @@ def _train(cfg: Config, model: nn.Module | None, info: DistInfo, device: torch.d
             last_micro = batch_idx == group_start + group_size - 1
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             x, y = augment(images, labels)
+            if tc.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             with no_sync(model, skip=not last_micro), autocast(device, precision):
                 out = model(x)
                 logits, loss = distiller(x, out, y) if distiller else (out, criterion(out.float(), y))
@@ -471,7 +475,8 @@ def _train(cfg: Config, model: nn.Module | None, info: DistInfo, device: torch.d
     barrier(info)
     summary: dict[str, Any] = {"run_dir": str(run_dir), "model": cfg.model.name, "data": cfg.data.name,
                                "steps": step, "epochs": epoch, "micro_batch": per_rank * info.world_size,
-                               "accum_steps": accum, "processes": info.world_size, "rank": info.rank, "stop_reason": stop_reason or "finished"}
+                               "accum_steps": accum, "processes": info.world_size, "rank": info.rank,
+                               "precision": precision, "stop_reason": stop_reason or "finished"}
     best_path = run_dir / "best.safetensors"
     summary["test_weights"] = "final" if info.strategy == "fsdp" or not best_path.is_file() else "best"
     if summary["test_weights"] == "best":

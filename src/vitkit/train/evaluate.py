@@ -21,6 +21,17 @@ from .distributed import DistInfo, all_reduce_max, all_reduce_sum
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'auto' -> the fastest autocast precision this device runs natively; any other value is returned as is."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    from ..utils.env import native_cpu_bf16
+
+    return "bf16" if device.type == "cpu" and native_cpu_bf16() else "fp32"
+
+
 def autocast(device: torch.device, precision: str):
     """torch.amp autocast for 'bf16' / 'fp16', nothing for 'fp32'."""
     if precision == "fp32":
@@ -50,8 +61,13 @@ def evaluate(
     precision: str = "fp32",
     out_size: tuple[int, int] | None = None,
     info: DistInfo | None = None,
+    hflip_tta: bool = False,
 ) -> dict[str, Any]:
-    """Metrics over the whole loader; under DDP each rank sees its shard and the sums are reduced, not averaged."""
+    """Metrics over the whole loader; under DDP each rank sees its shard and the sums are reduced, not averaged.
+
+    ``hflip_tta``: test-time augmentation, the logits averaged over each image and its mirror image (twice the cost;
+    for data whose classes are mirror-symmetric, as in CIFAR).
+    """
     was_training = model.training
     model.eval()
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
@@ -61,9 +77,11 @@ def evaluate(
     dummy_batches = all_reduce_max(len(loader), device, info) - len(loader) if lockstep else 0
     for images, labels in loader:
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        x = prepare_batch(images, mean, std, out_size)
         with autocast(device, precision):
-            logits = model(prepare_batch(images, mean, std, out_size))
-        logits = logits.float()
+            logits = model(x).float()
+            if hflip_tta:
+                logits = (logits + model(x.flip(-1)).float()) / 2
         loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
         k = min(5, num_classes)
         top5 += float((logits.topk(k, dim=1).indices == labels[:, None]).any(dim=1).sum())
@@ -133,6 +151,7 @@ def evaluate_checkpoint(
     out_dir: str | Path | None = None,
     dataset_kwargs: dict[str, Any] | None = None,
     model_transform: Callable[[nn.Module], nn.Module] | None = None,
+    hflip_tta: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a vitkit .safetensors checkpoint on a dataset split; writes eval.json and confusion.png to out_dir.
 
@@ -158,9 +177,9 @@ def evaluate_checkpoint(
     loader = build_loader(ds, batch_size, train=False)
     dev = torch.device(device)
     metrics = evaluate(model, loader, num_classes=ds.num_classes, mean=mean, std=std, device=dev,
-                       precision=precision, out_size=out_size)
+                       precision=precision, out_size=out_size, hflip_tta=hflip_tta)
     metrics["per_class_acc"] = dict(zip(ds.classes, metrics["per_class_acc"]))
-    result = {"checkpoint": str(checkpoint), "data": data, "split": split, **metrics}
+    result = {"checkpoint": str(checkpoint), "data": data, "split": split, "hflip_tta": hflip_tta, **metrics}
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -170,4 +189,4 @@ def evaluate_checkpoint(
     return result
 
 
-__all__ = ["evaluate", "evaluate_checkpoint", "plot_confusion", "autocast", "prepare_batch"]
+__all__ = ["evaluate", "evaluate_checkpoint", "plot_confusion", "autocast", "prepare_batch", "resolve_precision"]
