@@ -42,25 +42,16 @@ def build_runner(
 
     ``onnx_int8_static`` needs ``calibration``: batches of real, preprocessed images (random noise would calibrate
     the activation ranges to the wrong distribution, so it is skipped rather than faked)."""
-    if name in ("eager_fp32", "eager_bf16"):
-        precision = name.split("_")[1]
+    if name in ("eager_fp32", "eager_bf16", "compile_fp32", "compile_bf16"):
+        mode, precision = name.split("_")
+        forward = torch.compile(model) if mode == "compile" else model
 
         @torch.inference_mode()
-        def eager(x: torch.Tensor) -> torch.Tensor:
-            with autocast_context(device, precision):
-                return model(x)
+        def run(x: torch.Tensor) -> torch.Tensor:
+            with autocast_context(device, precision):  # compile traces under autocast: the casts join the graph
+                return forward(x)
 
-        return eager
-    if name in ("compile_fp32", "compile_bf16"):
-        compiled = torch.compile(model)
-        precision = name.split("_")[1]
-
-        @torch.inference_mode()
-        def compiled_run(x: torch.Tensor) -> torch.Tensor:
-            with autocast_context(device, precision):  # traced under autocast: the casts are fused into the graph
-                return compiled(x)
-
-        return compiled_run
+        return run
     if name == "torch_int8":
         if device.type != "cpu":
             raise BackendUnavailable("PyTorch dynamic INT8 kernels run on the CPU only")

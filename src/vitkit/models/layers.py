@@ -30,6 +30,14 @@ def to_2tuple(value: int | Sequence[int]) -> tuple[int, int]:
 EXPLICIT_BF16_ATTENTION_ON_CPU = True
 
 
+def attention_weights(q: torch.Tensor, k: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(QK^T / sqrt(d)) with SDPA's mask convention (bool: True attends; float: added to the logits)."""
+    attn = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
+    if attn_mask is not None:
+        attn = attn.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else attn + attn_mask
+    return attn.softmax(dim=-1)
+
+
 def scaled_dot_product_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None = None, dropout_p: float = 0.0
 ) -> torch.Tensor:
@@ -37,10 +45,7 @@ def scaled_dot_product_attention(
     faster (see EXPLICIT_BF16_ATTENTION_ON_CPU); same function either way (tested)."""
     if not (EXPLICIT_BF16_ATTENTION_ON_CPU and q.dtype == torch.bfloat16 and q.device.type == "cpu"):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
-    attn = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
-    if attn_mask is not None:
-        attn = attn.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else attn + attn_mask
-    attn = attn.softmax(dim=-1)
+    attn = attention_weights(q, k, attn_mask)
     if dropout_p > 0.0:
         attn = F.dropout(attn, dropout_p)
     return attn @ v
@@ -160,10 +165,7 @@ class Attention(nn.Module):
         return scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=self._dropout_p())
 
     def _weights(self, q, k, attn_mask, grid) -> torch.Tensor:
-        attn = (q * self.scale) @ k.transpose(-2, -1)
-        if attn_mask is not None:
-            attn = attn.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else attn + attn_mask
-        return attn.softmax(dim=-1)
+        return attention_weights(q, k, attn_mask)
 
 
 def _need_grid(grid: tuple[int, int] | None, what: str) -> tuple[int, int]:
