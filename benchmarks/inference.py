@@ -40,7 +40,7 @@ from vitkit.utils.env import native_cpu_bf16  # noqa: E402
 from vitkit.utils.fileio import atomic_write_text  # noqa: E402
 
 VITKIT_BACKENDS = ("eager_fp32", "compile_fp32", "compile_bf16", "onnx_fp32", "onnx_int8", "onnx_int8_static",
-                   "torch_int8", "eager_bf16")
+                   "torch_int8", "eager_bf16", "compile_int8")
 QUICK_BACKENDS = "eager_fp32,onnx_fp32,onnx_int8,onnx_int8_static,torch_int8"
 WEIGHTS_DIR = ROOT / "runs" / "inf-weights"
 TRAIN_IMG_SIZE = 64
@@ -132,6 +132,9 @@ def measure_interleaved(runners: dict, x1: torch.Tensor, batches: list[torch.Ten
 def bench_model(name: str, checkpoint: Path, images: list[torch.Tensor], labels: torch.Tensor,
                 calib_images: list[torch.Tensor], batch: int, latency_calls: int, backends: list[str],
                 calib_method: str) -> dict:
+    # every ViT's forward is one code object to dynamo: without a reset, the compiled variants of earlier models
+    # (3 compiled paths x 2 batch sizes each) reach its recompile limit (8) and later models silently run eager
+    torch._dynamo.reset()
     with tempfile.TemporaryDirectory(prefix="vitkit-infbench-") as tmp:
         workdir = Path(tmp)
         timm_model, model, hf, hf_diff = build_models(name, checkpoint, workdir)

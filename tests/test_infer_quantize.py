@@ -52,6 +52,28 @@ def test_torch_int8_replaces_linears_and_keeps_accuracy():
     assert agreement >= 0.95 and abs(int8["top1"] - fp32["top1"]) <= 0.05
 
 
+def test_torchao_int8_quantizes_linears_and_keeps_accuracy_compiled():
+    """The compile_int8 path: torchao int8 weights in every Linear, run under torch.compile as vitkit runs it."""
+    pytest.importorskip("torchao")
+    from vitkit.infer import quantize_torchao_int8
+
+    model = _confident_model()
+    q = quantize_torchao_int8(model)
+    weights = [m.weight for m in q.modules() if isinstance(m, nn.Linear)]
+    assert weights and all(type(w).__name__ == "Int8Tensor" for w in weights), [type(w).__name__ for w in weights]
+    assert all(type(m.weight) is nn.Parameter for m in model.modules() if isinstance(m, nn.Linear))  # untouched
+    batches = _labelled_batches(model)
+    try:
+        compiled = torch.compile(q)
+        with torch.inference_mode():
+            int8 = top1_accuracy(compiled, batches)
+    finally:
+        torch._dynamo.reset()
+    fp32 = top1_accuracy(model, batches)
+    agreement = (fp32["predictions"] == int8["predictions"]).float().mean()
+    assert agreement >= 0.95 and abs(int8["top1"] - fp32["top1"]) <= 0.05
+
+
 def test_train_engine_evaluate_accepts_a_quantized_model():
     evaluate = pytest.importorskip("vitkit.train.evaluate").evaluate
     model = _confident_model()

@@ -1,9 +1,10 @@
 """Side-by-side inference speed of one model through every runtime vitkit can deploy it with.
 
 Latency at batch 1 (p50/p95 over many calls) and throughput at a chosen batch (median over repetitions), after
-warm-up, for eager fp32/bf16, torch.compile, ONNX Runtime fp32/INT8 and PyTorch INT8. On CUDA the clock is a pair
-of CUDA events around each call; on the CPU, perf_counter. Each backend also reports how far its logits are from
-eager fp32 on the timed batch, so a fast but wrong path shows itself in the same table.
+warm-up, for eager fp32/bf16, torch.compile, ONNX Runtime fp32/INT8, PyTorch INT8 eager (torch.ao) and compiled
+(torchao). On CUDA the clock is a pair of CUDA events around each call; on the CPU, perf_counter. Each backend also
+reports how far its logits are from eager fp32 on the timed batch, so a fast but wrong path shows itself in the
+same table.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ from ..utils.env import cpu_model, native_cpu_bf16
 from .predict import autocast_context, resolve_device
 
 BACKENDS = ("eager_fp32", "eager_bf16", "compile_fp32", "compile_bf16", "onnx_fp32", "onnx_int8", "onnx_int8_static",
-            "torch_int8")
+            "torch_int8", "compile_int8")
 # what `vitkit bench` runs when not told: compile_bf16 is opt-in (a second compilation, and only worth it where the
-# device computes bf16 natively: CUDA, or a CPU with avx512_bf16 / AMX)
-DEFAULT_BACKENDS = tuple(b for b in BACKENDS if b != "compile_bf16")
+# device computes bf16 natively: CUDA, or a CPU with avx512_bf16 / AMX), and so is compile_int8 (torchao, an extra)
+DEFAULT_BACKENDS = tuple(b for b in BACKENDS if b not in ("compile_bf16", "compile_int8"))
 Runner = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -58,6 +59,16 @@ def build_runner(
         from .quantize import quantize_dynamic_int8
 
         return torch.inference_mode()(quantize_dynamic_int8(model))
+    if name == "compile_int8":
+        if device.type != "cpu":
+            raise BackendUnavailable("vitkit runs torchao INT8 on the CPU only")
+        from .quantize import quantize_torchao_int8
+
+        try:
+            quantized = quantize_torchao_int8(model)
+        except ImportError as err:
+            raise BackendUnavailable(str(err)) from err
+        return torch.inference_mode()(torch.compile(quantized))
     if name in ("onnx_fp32", "onnx_int8", "onnx_int8_static"):
         from .export import OnnxModel, export_model
         from .quantize import quantize_onnx_int8, quantize_onnx_static_int8

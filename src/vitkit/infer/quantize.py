@@ -1,9 +1,11 @@
 """INT8 for CPU inference: PyTorch dynamic quantization of every Linear, and ONNX Runtime dynamic quantization.
 
-Why torch.ao and not torchao: torchao 0.18 installs here, but its ``Int8DynamicActivationInt8WeightConfig`` has no
-fast eager CPU kernel (vit_small at batch 8: 65.7 s against 3.2 s in fp32 on this machine), while torch.ao's
-``quantize_dynamic`` calls the fbgemm/x86 int8 GEMM. torch.ao prints a deprecation notice pointing at torchao; we
-silence it because there is no faster replacement for eager CPU inference yet.
+Why torch.ao for eager INT8: torchao 0.18's ``Int8DynamicActivationInt8WeightConfig`` has no fast eager CPU kernel
+(vit_small at batch 8: 65.7 s against 3.2 s in fp32 on this machine), while torch.ao's ``quantize_dynamic`` calls
+the fbgemm/x86 int8 GEMM. torch.ao prints a deprecation notice pointing at torchao; we silence it because there is no
+faster replacement for eager CPU inference. Under torch.compile it is the other way round: inductor fuses torchao's
+per-token activation quantization into the int8 GEMM, which makes :func:`quantize_torchao_int8` + ``torch.compile``
+vitkit's fastest CPU path for small ViTs (``compile_int8`` in ``vitkit bench``; figures in benchmarks/README.md).
 
 ONNX Runtime static INT8 (:func:`quantize_onnx_static_int8`) also fixes the activation scales ahead of time, from
 calibration images run through the fp32 model, so no per-batch min/max is computed at run time. Only MatMul/Gemm
@@ -46,6 +48,23 @@ def quantize_dynamic_int8(model: nn.Module) -> nn.Module:
         quantized = torch.ao.quantization.quantize_dynamic(
             copy.deepcopy(model).eval(), {nn.Linear}, dtype=torch.qint8
         )
+    for attr in ("checkpoint_meta", "data_config", "model_name"):
+        if hasattr(model, attr):
+            setattr(quantized, attr, getattr(model, attr))
+    return quantized
+
+
+def quantize_torchao_int8(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose Linear layers hold torchao int8 weights and quantize their input per token at run
+    time (int8 x int8 GEMM). Meant to run under ``torch.compile``: eager it is much slower than fp32 (module doc)."""
+    if next(model.parameters()).device.type != "cpu":
+        raise ValueError("torchao int8 dynamic quantization is used here for the CPU; move the model with .cpu() first")
+    try:
+        from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+    except ImportError as err:
+        raise ImportError("the compile_int8 path needs torchao: pip install 'vitkit[int8]' (or torchao)") from err
+    quantized = copy.deepcopy(model).eval()
+    quantize_(quantized, Int8DynamicActivationInt8WeightConfig())
     for attr in ("checkpoint_meta", "data_config", "model_name"):
         if hasattr(model, attr):
             setattr(quantized, attr, getattr(model, attr))
@@ -176,7 +195,7 @@ def top1_accuracy(forward: Callable[[torch.Tensor], torch.Tensor], batches: Iter
 
 
 __all__ = [
-    "CALIBRATION_METHODS", "QUANTIZED_FORMAT", "TensorCalibrationReader", "load_quantized", "quantize_dynamic_int8", "quantize_onnx_int8", "quantize_onnx_static_int8",
-    "save_quantized",
+    "CALIBRATION_METHODS", "QUANTIZED_FORMAT", "TensorCalibrationReader", "load_quantized", "quantize_dynamic_int8",
+    "quantize_onnx_int8", "quantize_onnx_static_int8", "quantize_torchao_int8", "save_quantized",
     "top1_accuracy",
 ]
