@@ -132,17 +132,19 @@ def percentile(values: list[float], q: float) -> float:
 def machine_info() -> dict[str, Any]:
     info = {
         "cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_native_bf16": native_cpu_bf16(),
+        "torch_threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_native_bf16": native_cpu_bf16(),
         "loadavg_start": list(os.getloadavg()),
     }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
-    try:
-        import onnxruntime
+    from importlib.metadata import PackageNotFoundError, version
 
-        info["onnxruntime"] = onnxruntime.__version__
-    except ImportError:
-        pass
+    for package in ("onnxruntime", "torchao"):
+        try:
+            info[package] = version(package)
+        except PackageNotFoundError:
+            pass
     return info
 
 
