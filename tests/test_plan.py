@@ -12,7 +12,7 @@ from vitkit.plan.flops import ViTShape, counted_flops, vit_flops
 from vitkit.plan.gpus import get_accelerator
 from vitkit.plan.measure import measure_step
 from vitkit.plan.memory import estimate_memory
-from vitkit.plan.planner import PlanRequest, _memory, _needed, _shape, format_plan, plan
+from vitkit.plan.planner import PlanRequest, _memory, _needed, _shape, format_plan, plan, runs_fused_attention
 
 SMALL = dict(img_size=64, patch_size=8, embed_dim=96, depth=3, num_heads=3, num_classes=10)
 
@@ -52,7 +52,9 @@ def test_memory_estimate_within_10_percent_of_measured(mode, precision, ckpt):
     torch.manual_seed(0)
     model = VisionTransformer(**SMALL)
     shape = ViTShape.from_config(model.config)
-    est = estimate_memory(shape, 8, mode, precision, "adamw", ckpt, num_params=sum(p.numel() for p in model.parameters()))
+    fused = runs_fused_attention("cpu", precision)  # bf16 on a CPU: explicit attention, its N x N matrices counted
+    est = estimate_memory(shape, 8, mode, precision, "adamw", ckpt, fused,
+                          num_params=sum(p.numel() for p in model.parameters()))
     measured = measure_step(model, 8, mode, precision, "adamw", ckpt)
     assert abs(est.peak - measured.peak_bytes) / measured.peak_bytes < 0.10, (est.peak, measured.peak_bytes)
 
@@ -129,6 +131,31 @@ def test_plan_errors_are_clear():
         plan(PlanRequest("vit_tiny_patch16_224", gpu="B200"))
     with pytest.raises(KeyError, match="unknown model"):
         plan(PlanRequest("vit_teeny"))
+
+
+def test_plan_assumes_explicit_attention_for_bf16_on_a_cpu(capsys):
+    """vitkit runs bf16 attention on a CPU as two matmuls that keep (B, H, N, N) probabilities: a CPU plan counts
+    them, and its prediction lands closer to the measured step than the fused-kernel estimate does."""
+    from vitkit.plan.cli_commands import add_subcommands
+
+    assert runs_fused_attention("cuda", "bf16") and runs_fused_attention("cpu", "fp32")
+    assert not runs_fused_attention("cpu", "bf16")
+    parser = argparse.ArgumentParser()
+    add_subcommands(parser.add_subparsers(dest="command"))
+    cfg = dict(img_size=64, patch_size=4, embed_dim=96, depth=3, num_heads=3, num_classes=10)  # 256 tokens
+    model = VisionTransformer(**cfg)
+    shape = ViTShape.from_config(model.config)
+    params = sum(p.numel() for p in model.parameters())
+    measured = measure_step(model, 4, "train", "bf16", "adamw", False).peak_bytes
+    errors = {fused: abs(estimate_memory(shape, 4, "train", "bf16", "adamw", False, fused, num_params=params).peak
+                         - measured) / measured for fused in (True, False)}
+    assert errors[False] < 0.05 and errors[False] < errors[True], errors
+    args = parser.parse_args(["plan", "vit_digits_patch2_8", "--precision", "bf16", "--gpu", "cpu:16", "--json"])
+    assert args.func(args) == 0
+    assert json.loads(capsys.readouterr().out)["request"]["fused_attention"] is False
+    args = parser.parse_args(["plan", "vit_digits_patch2_8", "--precision", "bf16", "--gpu", "A100-80GB"])
+    assert args.func(args) == 0
+    assert "explicit" not in capsys.readouterr().out
 
 
 def test_plan_command_json_with_measure(capsys):

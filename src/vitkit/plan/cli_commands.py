@@ -27,7 +27,9 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset-size", type=int, default=1_281_167, help="images per epoch (default ImageNet-1k)")
     p.add_argument("--throughput", type=float, default=None, help="known img/s, for the epoch time")
     p.add_argument("--mfu", type=float, default=0.4, help="assumed model FLOPs utilisation for the epoch time")
-    p.add_argument("--explicit-attention", action="store_true", help="plan for non-fused (N x N) attention")
+    p.add_argument("--explicit-attention", action="store_true",
+                   help="plan for non-fused (N x N) attention (implied for bf16 on a CPU target or --measure on a "
+                        "CPU: vitkit runs attention as two bf16 matmuls there)")
     p.add_argument("--measure", action="store_true",
                    help="also run the configuration here (one warm-up + one measured step) and print predicted vs measured")
     p.add_argument("--device", default=None, help="device for --measure (default: cuda if available, else cpu)")
@@ -38,16 +40,19 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
 def run_plan(args: argparse.Namespace) -> int:
     import torch
 
-    from .planner import PlanRequest, format_plan, plan
+    from .planner import PlanRequest, format_plan, plan, runs_fused_attention
 
     if not 0.0 <= args.token_dropout < 1.0:
         raise SystemExit(f"error: --token-dropout must be in [0, 1), got {args.token_dropout}")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    on_cpu = bool(args.gpu and args.gpu.lower().startswith("cpu")) or (args.measure and device.startswith("cpu"))
+    fused = not args.explicit_attention and runs_fused_attention("cpu" if on_cpu else "cuda", args.precision)
     req = PlanRequest(
         model=args.model, img_size=args.img_size, batch=args.batch, mode=args.mode, precision=args.precision,
         optimizer=args.optimizer, grad_checkpointing=args.grad_checkpointing, accum=args.accum, devices=args.devices,
         strategy=args.strategy, token_keep_rate=1.0 - args.token_dropout, gpu=args.gpu,
         dataset_size=args.dataset_size, throughput=args.throughput, mfu=args.mfu,
-        fused_attention=not args.explicit_attention,
+        fused_attention=fused,
     )
     try:
         result = plan(req)
@@ -58,7 +63,6 @@ def run_plan(args: argparse.Namespace) -> int:
         from ..models.registry import create_model
         from .measure import measure_step
 
-        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         overrides = {"img_size": args.img_size} if args.img_size else {}
         if req.token_keep_rate < 1.0:
             overrides["token_keep_rate"] = req.token_keep_rate

@@ -42,7 +42,7 @@ class MemoryEstimate:
     optimizer_temporaries: int
     weight_copies: int  # autocast's low-precision weight casts, saved for backward
     activations: int  # saved for backward (train) or the largest live set (infer)
-    attention_workspace: int  # score matrices: 0 for fused kernels, B*H*N*N for explicit attention
+    attention_workspace: int  # (B, H, N, N) probabilities of explicit attention (train: saved per block); 0 fused
     transient: int  # largest short-lived buffer on top of the above (gradients of activations, MLP hidden)
     inputs: int
     peak: int
@@ -158,7 +158,9 @@ def estimate_memory(
         per_block += 2 * s * bnd
     if shape.drop_path:
         per_block += 2 * 4 * bnd
-    attn_ws = 0 if fused_attention else 2 * s * b * h * n * n  # softmax output saved + score buffer
+    # explicit attention keeps each block's softmax probabilities (B, H, N, N) for backward (the scores are freed as
+    # the softmax runs); at block 0's attention backward its probabilities, d(probabilities) and d(scores) coexist
+    attn_ws = 0 if fused_attention else s * b * h * n * n
     embed = s * img if autocast else 0  # the conv's saved input: the batch itself, or its low-precision copy
     head_grads = grads if grads_resident else 4 * (p_head + d * m)  # the first gradients of backward: head, last fc2
     patch_w = shape.in_chans * shape.patch_size**2 * d
@@ -171,7 +173,7 @@ def estimate_memory(
     bwd_mlp = s * b * n * m + 4 * bnd
     # End of backward, at block 0's attention: all gradients, block 0's attention activations, dq/dk/dv and the
     # residual gradient.
-    bwd_attn = 4 * bnd + s * bnd * 5 + s * bnd * 3 + 4 * bnd
+    bwd_attn = 4 * bnd + s * bnd * 5 + s * bnd * 3 + 4 * bnd + 3 * attn_ws
     if grad_checkpointing:
         saved = L * 4 * bnd + embed  # each block's fp32 input
         start_bwd = weights + states + saved + per_block - 4 * bnd + attn_ws + copies_block + bwd_mlp + head_grads

@@ -93,6 +93,14 @@ def _meta_model(req: PlanRequest) -> torch.nn.Module:
         return create_model(req.model, **overrides)
 
 
+def runs_fused_attention(device_type: str, precision: str) -> bool:
+    """Whether vitkit's attention runs a fused kernel (no (B, H, N, N) matrix kept) on this device type in this
+    precision: everywhere except bf16 on a CPU, where it is two bf16 matmuls (``layers.scaled_dot_product_attention``)."""
+    from ..models import layers
+
+    return not (device_type == "cpu" and precision == "bf16" and layers.EXPLICIT_BF16_ATTENTION_ON_CPU)
+
+
 def _shape(req: PlanRequest, model: torch.nn.Module | None = None) -> tuple[ViTShape, int, torch.nn.Module]:
     model = _meta_model(req) if model is None else model
     arch = getattr(model, "arch", None)
@@ -274,7 +282,8 @@ def format_plan(p: Plan) -> str:
         f"{r['model']}  img {r['img_size'] or 'default'}  batch {r['batch']} (micro-batch "
         f"{r['batch'] // (r['devices'] * r['accum'])}, accum {r['accum']}, {r['devices']} device(s), {r['strategy']})  "
         f"{r['mode']} {r['precision']} {r['optimizer'] if r['mode'] == 'train' else ''}"
-        f"{' +checkpointing' if r['grad_checkpointing'] else ''}",
+        f"{' +checkpointing' if r['grad_checkpointing'] else ''}"
+        f"{'' if r.get('fused_attention', True) else '  explicit (N x N) attention'}",
         f"parameters            {p.params / 1e6:10.2f} M",
         f"GFLOPs / image        {p.flops_forward_per_image / 1e9:10.3f} forward (torch flop_counter: "
         f"{p.flops_forward_counted / 1e9:.3f})",
