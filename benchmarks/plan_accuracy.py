@@ -26,6 +26,7 @@ import vitkit
 from vitkit.plan.flops import ViTShape, vit_flops
 from vitkit.plan.measure import measure_step
 from vitkit.plan.memory import estimate_memory
+from vitkit.plan.planner import runs_fused_attention
 from vitkit.utils.env import describe_environment
 from vitkit.utils.fileio import atomic_write_text
 
@@ -89,9 +90,11 @@ def main() -> int:
         with torch.device("meta"):
             shape_model = vitkit.create_model(model_name, img_size=size)
         shape = ViTShape.from_config(shape_model.config)
-        est = estimate_memory(shape, batch, mode, precision, "adamw", ckpt,
+        # as vitkit runs it on this device: explicit (N x N) attention for bf16 on a CPU, fused kernels otherwise
+        fused = runs_fused_attention(torch.device(args.device).type, precision)
+        est = estimate_memory(shape, batch, mode, precision, "adamw", ckpt, fused,
                               num_params=sum(p.numel() for p in shape_model.parameters()))
-        predicted_flops = vit_flops(shape, mode, ckpt)["total"] * batch
+        predicted_flops = vit_flops(shape, mode, ckpt, fused)["total"] * batch
         slow_bf16 = precision != "fp32" and args.device == "cpu" and "AVX512" not in torch.backends.cpu.get_cpu_capability()
         cost = predicted_flops / 1e12 * (50 if slow_bf16 else 1)
         execute = args.execute if args.execute != "auto" else ("real" if cost <= args.real_budget else "fake")
@@ -106,7 +109,7 @@ def main() -> int:
             agreement = fake.peak_bytes - meas.peak_bytes
         row = {
             "model": model_name, "img_size": size, "batch": batch, "mode": mode, "precision": precision,
-            "grad_checkpointing": ckpt,
+            "grad_checkpointing": ckpt, "fused_attention": fused,
             "predicted_peak_bytes": est.peak, "measured_peak_bytes": meas.peak_bytes,
             "memory_error": (est.peak - meas.peak_bytes) / meas.peak_bytes,
             "predicted_flops": predicted_flops, "measured_flops": meas.flops,

@@ -150,9 +150,13 @@ def test_plan_assumes_explicit_attention_for_bf16_on_a_cpu(capsys):
     errors = {fused: abs(estimate_memory(shape, 4, "train", "bf16", "adamw", False, fused, num_params=params).peak
                          - measured) / measured for fused in (True, False)}
     assert errors[False] < 0.05 and errors[False] < errors[True], errors
-    args = parser.parse_args(["plan", "vit_digits_patch2_8", "--precision", "bf16", "--gpu", "cpu:16", "--json"])
+    args = parser.parse_args(["plan", "vit_digits_patch2_8", "--batch", "16", "--precision", "bf16", "--gpu", "cpu:16",
+                              "--measure", "--device", "cpu", "--json"])
     assert args.func(args) == 0
-    assert json.loads(capsys.readouterr().out)["request"]["fused_attention"] is False
+    out = json.loads(capsys.readouterr().out)
+    assert out["request"]["fused_attention"] is False
+    assert abs(out["measured"]["flops_error"]) < 0.005  # explicit attention's backward: 4 matmuls, not SDPA's 5
+    assert abs(out["measured"]["memory_error"]) < 0.10
     args = parser.parse_args(["plan", "vit_digits_patch2_8", "--precision", "bf16", "--gpu", "A100-80GB"])
     assert args.func(args) == 0
     assert "explicit" not in capsys.readouterr().out

@@ -107,11 +107,13 @@ class ViTShape:
         return kept + self.num_prefix_tokens
 
 
-def vit_flops(shape: ViTShape, mode: str = "infer", grad_checkpointing: bool = False) -> dict[str, int]:
+def vit_flops(shape: ViTShape, mode: str = "infer", grad_checkpointing: bool = False,
+              fused_attention: bool = True) -> dict[str, int]:
     """FLOPs per image by component. mode='train' is forward + backward (+ the recomputed forward if checkpointing).
 
     Backward costs twice the forward for matmuls (grads for input and weight), once for the patch embedding (its
-    input needs no grad), and 2.5x for fused attention (five matmuls against the forward's two, as torch counts it).
+    input needs no grad), and 2.5x for fused attention (five matmuls against the forward's two, as torch counts it;
+    explicit attention's backward is four plain matmuls: 2x).
     """
     training = mode == "train"
     n, d, m = shape.block_tokens(training), shape.embed_dim, shape.mlp_hidden
@@ -122,7 +124,7 @@ def vit_flops(shape: ViTShape, mode: str = "infer", grad_checkpointing: bool = F
     per_block_fwd = linear + attn
     out = {"patch_embed": patch, "blocks": shape.depth * per_block_fwd, "head": head}
     if training:
-        attn_bwd = _sdpa_backward_ratio() * attn
+        attn_bwd = (_sdpa_backward_ratio() if fused_attention else 2) * attn
         out["patch_embed"] += patch  # weight grad only
         out["blocks"] += shape.depth * (2 * linear + attn_bwd)
         out["head"] += 2 * head

@@ -159,7 +159,8 @@ def estimate_memory(
     if shape.drop_path:
         per_block += 2 * 4 * bnd
     # explicit attention keeps each block's softmax probabilities (B, H, N, N) for backward (the scores are freed as
-    # the softmax runs); at block 0's attention backward its probabilities, d(probabilities) and d(scores) coexist
+    # the softmax runs), and block 0's are still alive during its backward (measured: one such matrix per block
+    # without checkpointing; with it, one on top of the fused estimate at either end of backward)
     attn_ws = 0 if fused_attention else s * b * h * n * n
     embed = s * img if autocast else 0  # the conv's saved input: the batch itself, or its low-precision copy
     head_grads = grads if grads_resident else 4 * (p_head + d * m)  # the first gradients of backward: head, last fc2
@@ -173,7 +174,7 @@ def estimate_memory(
     bwd_mlp = s * b * n * m + 4 * bnd
     # End of backward, at block 0's attention: all gradients, block 0's attention activations, dq/dk/dv and the
     # residual gradient.
-    bwd_attn = 4 * bnd + s * bnd * 5 + s * bnd * 3 + 4 * bnd + 3 * attn_ws
+    bwd_attn = 4 * bnd + s * bnd * 5 + s * bnd * 3 + 4 * bnd + attn_ws
     if grad_checkpointing:
         saved = L * 4 * bnd + embed  # each block's fp32 input
         start_bwd = weights + states + saved + per_block - 4 * bnd + attn_ws + copies_block + bwd_mlp + head_grads

@@ -202,7 +202,7 @@ def plan(req: PlanRequest, accelerators: list[str] | None = None) -> Plan:
     shape, params, meta_model = _shape(req, model)
     training = req.mode == "train"
     fwd = vit_flops(shape, "infer")
-    train = vit_flops(shape, "train", req.grad_checkpointing) if training else fwd
+    train = vit_flops(shape, "train", req.grad_checkpointing, req.fused_attention) if training else fwd
     counted = counted_flops(meta_model, (shape.in_chans, *shape.img_size), 1, "infer")
     est = _memory(req, shape, params)
 
