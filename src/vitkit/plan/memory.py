@@ -116,20 +116,24 @@ def estimate_memory(
         # Weights stored in the inference precision; activations live only while a block runs. At the MLP the block
         # input (held by the caller), the new residual, the LN output (held as the MLP's argument), fc1 and GELU
         # outputs are alive; at the attention projection the input, LN output, qkv, attention and proj outputs.
+        # Explicit attention adds a stage before that: at its softmax the input, LN output and qkv, with the scores
+        # and the probabilities (B, H, N, N) each.
         w_bytes = {"fp32": 4, "bf16": 2, "fp16": 2, "int8": 1}[precision]
         weights = (p_matmul * w_bytes + (p_all - p_matmul) * 4) if precision == "int8" else p_all * w_bytes
         act_s = 4 if precision == "int8" else s
         mlp_live = act_s * b * n * (3 * d + 2 * m)
+        attn_live = act_s * b * n * 7 * d
         attn_ws = 0 if fused_attention else 2 * act_s * b * h * n * n
-        attn_live = act_s * b * n * 7 * d + attn_ws
+        softmax_live = act_s * b * n * 5 * d + attn_ws
         patch_stage = act_s * (img + 2 * b * shape.grid_tokens * d)
-        activations = max(mlp_live, attn_live, patch_stage)
+        activations = max(mlp_live, attn_live, softmax_live, patch_stage)
         inputs = img * act_s
         peak = weights // shard_factor + inputs + activations
+        at_softmax = attn_ws > 0 and activations == softmax_live
         return MemoryEstimate(
             weights=weights // shard_factor, gradients=0, optimizer_states=0, optimizer_temporaries=0,
-            weight_copies=0, activations=activations - (attn_ws if activations == attn_live else 0),
-            attention_workspace=attn_ws if activations == attn_live else 0, transient=0,
+            weight_copies=0, activations=activations - (attn_ws if at_softmax else 0),
+            attention_workspace=attn_ws if at_softmax else 0, transient=0,
             inputs=inputs, peak=peak, framework=framework_bytes, total=peak + framework_bytes,
             peak_phase="forward", notes=notes,
         )
