@@ -17,5 +17,6 @@ from .quantize import (
 __all__ = [
     "EXPORT_FORMATS", "ExportParityError", "ExportReport", "InferenceSpec", "OnnxModel", "Predictor",
     "expand_inputs", "export_model", "format_predictions", "load_quantized", "predict_paths", "quantize_dynamic_int8",
-    "quantize_onnx_int8", "quantize_onnx_static_int8", "quantize_torchao_int8", "save_quantized", "TensorCalibrationReader", "top1_accuracy",
+    "quantize_onnx_int8", "quantize_onnx_static_int8", "quantize_torchao_int8", "save_quantized",
+    "TensorCalibrationReader", "top1_accuracy",
 ]

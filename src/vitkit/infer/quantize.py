@@ -5,7 +5,7 @@ Why torch.ao for eager INT8: torchao 0.18's ``Int8DynamicActivationInt8WeightCon
 the fbgemm/x86 int8 GEMM. torch.ao prints a deprecation notice pointing at torchao; we silence it because there is no
 faster replacement for eager CPU inference. Under torch.compile it is the other way round: inductor fuses torchao's
 per-token activation quantization into the int8 GEMM, which makes :func:`quantize_torchao_int8` + ``torch.compile``
-vitkit's fastest CPU path for small ViTs (``compile_int8`` in ``vitkit bench``; figures in benchmarks/README.md).
+a fast CPU path for ViT-S/B (``compile_int8`` in ``vitkit bench``; figures in docs/inference.md).
 
 ONNX Runtime static INT8 (:func:`quantize_onnx_static_int8`) also fixes the activation scales ahead of time, from
 calibration images run through the fp32 model, so no per-batch min/max is computed at run time. Only MatMul/Gemm
@@ -34,10 +34,22 @@ from ..utils.fileio import atomic_path, load_weights_only
 QUANTIZED_FORMAT = "vitkit-int8-dynamic"
 
 
-def quantize_dynamic_int8(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` whose Linear layers run int8 weights x dynamically quantized int8 activations (CPU)."""
+def _require_cpu(model: nn.Module) -> None:
     if next(model.parameters()).device.type != "cpu":
         raise ValueError("int8 dynamic quantization runs on the CPU; move the model with .cpu() first")
+
+
+def _with_metadata(quantized: nn.Module, model: nn.Module) -> nn.Module:
+    """Carry the checkpoint metadata over, so a quantized copy evaluates, saves and predicts like its source."""
+    for attr in ("checkpoint_meta", "data_config", "model_name"):
+        if hasattr(model, attr):
+            setattr(quantized, attr, getattr(model, attr))
+    return quantized
+
+
+def quantize_dynamic_int8(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose Linear layers run int8 weights x dynamically quantized int8 activations (CPU)."""
+    _require_cpu(model)
     engines = torch.backends.quantized.supported_engines
     for engine in ("x86", "fbgemm"):
         if engine in engines:
@@ -48,27 +60,20 @@ def quantize_dynamic_int8(model: nn.Module) -> nn.Module:
         quantized = torch.ao.quantization.quantize_dynamic(
             copy.deepcopy(model).eval(), {nn.Linear}, dtype=torch.qint8
         )
-    for attr in ("checkpoint_meta", "data_config", "model_name"):
-        if hasattr(model, attr):
-            setattr(quantized, attr, getattr(model, attr))
-    return quantized
+    return _with_metadata(quantized, model)
 
 
 def quantize_torchao_int8(model: nn.Module) -> nn.Module:
     """A copy of ``model`` whose Linear layers hold torchao int8 weights and quantize their input per token at run
     time (int8 x int8 GEMM). Meant to run under ``torch.compile``: eager it is much slower than fp32 (module doc)."""
-    if next(model.parameters()).device.type != "cpu":
-        raise ValueError("torchao int8 dynamic quantization is used here for the CPU; move the model with .cpu() first")
+    _require_cpu(model)
     try:
         from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
     except ImportError as err:
         raise ImportError("the compile_int8 path needs torchao: pip install 'vitkit[int8]' (or torchao)") from err
     quantized = copy.deepcopy(model).eval()
     quantize_(quantized, Int8DynamicActivationInt8WeightConfig())
-    for attr in ("checkpoint_meta", "data_config", "model_name"):
-        if hasattr(model, attr):
-            setattr(quantized, attr, getattr(model, attr))
-    return quantized
+    return _with_metadata(quantized, model)
 
 
 def save_quantized(model: nn.Module, path: str | Path) -> Path:
