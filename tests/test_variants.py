@@ -22,6 +22,7 @@ VARIANTS = {
     "window": ("vit_tiny_window4_patch4_32", dict(patch_size=4, global_blocks=(1,))),
     "linear": ("vit_tiny_linear_patch4_32", dict(patch_size=8)),
     "rope": ("vit_tiny_rope_patch4_32", dict(patch_size=8, pos_embed="none")),
+    "mix_ffn": ("vit_tiny_patch4_32", dict(patch_size=8, mlp_dwconv=True)),
 }
 
 
@@ -84,7 +85,7 @@ def test_torch_compile_forward_and_backward(kind):
 
 
 def test_checkpoint_round_trip_of_each_new_arch(tmp_path):
-    for kind in ("hybrid_conv", "hybrid_resnet", "window", "rope"):
+    for kind in ("hybrid_conv", "hybrid_resnet", "window", "rope", "mix_ffn"):
         model = build(kind).eval()
         vitkit.save_checkpoint(model, tmp_path / f"{kind}.safetensors")
         again = vitkit.load_checkpoint(tmp_path / f"{kind}.safetensors").eval()
@@ -103,3 +104,12 @@ def test_planner_refuses_hybrid_clearly():
 def test_window_model_needs_a_divisible_grid():
     with pytest.raises(ValueError, match="window_size 3"):
         build("window", window_size=3)(torch.randn(1, 3, 32, 32))
+
+
+@pytest.mark.parametrize("name, overrides", [("vit_tiny_window4_patch4_32", {}), ("vit_tiny_rope_patch4_32", {}),
+                                             ("vit_tiny_patch16_224", {"mlp_dwconv": True})])
+def test_planner_refuses_options_its_closed_form_does_not_model(name, overrides):
+    from vitkit.plan.planner import PlanRequest, plan
+
+    with pytest.raises(ValueError, match="does not model"):
+        plan(PlanRequest(model=name, overrides=overrides))

@@ -337,16 +337,37 @@ class DropPath(nn.Module):
 
 
 class Mlp(nn.Module):
-    def __init__(self, in_features: int, hidden_features: int, drop: float = 0.0, bias: bool = True):
+    """fc1 -> GELU -> fc2. ``dwconv=True`` puts a 3x3 depthwise convolution over the patch grid between fc1 and the
+    GELU (SegFormer's Mix-FFN): a locality prior for tiny data or short schedules at a few percent of the MLP's
+    FLOPs; prefix tokens (class, registers) skip it. The grid must then be passed to forward."""
+
+    def __init__(self, in_features: int, hidden_features: int, drop: float = 0.0, bias: bool = True,
+                 dwconv: bool = False):
         super().__init__()
         self.fc1 = nn.Linear(in_features, hidden_features, bias=bias)
+        self.dwconv = (nn.Conv2d(hidden_features, hidden_features, 3, padding=1, groups=hidden_features)
+                       if dwconv else None)
         self.act = nn.GELU()
         self.drop1 = nn.Dropout(drop)
         self.fc2 = nn.Linear(hidden_features, in_features, bias=bias)
         self.drop2 = nn.Dropout(drop)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
+    def forward(self, x: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
+        x = self.fc1(x)
+        if self.dwconv is not None:
+            x = self._local_mix(x, _need_grid(grid, "the MLP's depthwise convolution"))
+        return self.drop2(self.fc2(self.drop1(self.act(x))))
+
+    def _local_mix(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        b, n, c = x.shape
+        h, w = grid
+        if n < h * w:
+            raise ValueError(f"the MLP's depthwise convolution needs all {h}x{w} patch tokens, got {n} tokens")
+        prefix, patches = x[:, : n - h * w], x[:, n - h * w :]
+        # (B, h*w, C) viewed as (B, C, h, w) in channels_last: no copy in or out
+        patches = self.dwconv(patches.reshape(b, h, w, c).permute(0, 3, 1, 2))
+        patches = patches.permute(0, 2, 3, 1).reshape(b, h * w, c)
+        return torch.cat([prefix, patches], dim=1) if n > h * w else patches
 
 
 class Block(nn.Module):
@@ -367,6 +388,7 @@ class Block(nn.Module):
         attention: str = "softmax",
         window_size: int = 7,
         rope: bool = False,
+        mlp_dwconv: bool = False,
     ):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
@@ -377,7 +399,7 @@ class Block(nn.Module):
         self.ls1 = LayerScale(dim, init_values) if init_values is not None else nn.Identity()
         self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=proj_drop)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=proj_drop, dwconv=mlp_dwconv)
         self.ls2 = LayerScale(dim, init_values) if init_values is not None else nn.Identity()
         self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
@@ -385,7 +407,7 @@ class Block(nn.Module):
         self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, grid: tuple[int, int] | None = None
     ) -> torch.Tensor:
         x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x), attn_mask=attn_mask, grid=grid)))
-        x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
+        x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x), grid=grid)))
         return x
 
     def forward_with_attention(
@@ -393,7 +415,7 @@ class Block(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         out, weights = self.attn(self.norm1(x), attn_mask=attn_mask, need_weights=True, grid=grid)
         x = x + self.drop_path1(self.ls1(out))
-        x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
+        x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x), grid=grid)))
         return x, weights
 
 

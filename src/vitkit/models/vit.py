@@ -60,6 +60,7 @@ class VisionTransformer(nn.Module):
         window_size: int = 7,
         global_blocks: Sequence[int] = (),
         rope: bool = False,
+        mlp_dwconv: bool = False,
     ):
         """
         Args not obvious from their names:
@@ -75,6 +76,7 @@ class VisionTransformer(nn.Module):
                 listed in global_blocks keep full attention, as in ViTDet) or 'linear' (elu+1 kernel, O(N)).
             rope: 2D rotary position embedding in every block's attention (relative positions; combine with
                 pos_embed='none' for a purely relative model).
+            mlp_dwconv: a 3x3 depthwise convolution over the patch grid inside every MLP (Mix-FFN, SegFormer).
         """
         super().__init__()
         self.config: dict[str, Any] = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
@@ -88,9 +90,9 @@ class VisionTransformer(nn.Module):
             raise ValueError("pooling='cls' needs class_token=True; use pooling='gap' for a model without one")
         if weight_init not in WEIGHT_INITS:
             raise ValueError(f"weight_init must be one of {WEIGHT_INITS}, got {weight_init!r}")
-        if (attention == "window" or rope) and token_keep_rate < 1.0:
-            raise ValueError("token dropout (token_keep_rate < 1) removes patches, so window attention and rotary "
-                             "embeddings lose their positions; use one or the other")
+        if (attention == "window" or rope or mlp_dwconv) and token_keep_rate < 1.0:
+            raise ValueError("token dropout (token_keep_rate < 1) removes patches, so window attention, rotary "
+                             "embeddings and the MLP's depthwise convolution lose their positions; use one or the other")
         bad_global = [i for i in global_blocks if not 0 <= i < depth]
         if bad_global:
             raise ValueError(f"global_blocks {bad_global} out of range for depth {depth}")
@@ -134,6 +136,7 @@ class VisionTransformer(nn.Module):
                 Block(
                     embed_dim, num_heads, mlp_ratio, qkv_bias, qk_norm, proj_drop_rate, attn_drop_rate,
                     init_values, dpr[i], norm_eps, "softmax" if i in global_blocks else attention, window_size, rope,
+                    mlp_dwconv,
                 )
                 for i in range(depth)
             ]

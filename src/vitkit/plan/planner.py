@@ -77,6 +77,8 @@ class Plan:
 # Architectures with the plain ViT's config keys, and their prefix tokens beyond class + registers (DeiT: the
 # distillation token).
 PLANNABLE_EXTRA_TOKENS = {"vit": 0, "deit": 1}
+# ViT options outside the closed form (window / linear attention, rotary embeddings, the MLP's depthwise conv)
+CLOSED_FORM_DEFAULTS = {"attention": "softmax", "rope": False, "mlp_dwconv": False}
 
 
 # Architectures without a closed form, planned from a traced run on the meta device (traced.py).
@@ -108,6 +110,10 @@ def _shape(req: PlanRequest, model: torch.nn.Module | None = None) -> tuple[ViTS
         raise ValueError(f"the planner models the plain ViT and DeiT in closed form and {', '.join(TRACED_ARCHS)} "
                          f"from a traced run; {req.model!r} is a {type(model).__name__} (arch {arch!r}), whose cost "
                          "it does not model")
+    unmodelled = {k: model.config[k] for k, plain in CLOSED_FORM_DEFAULTS.items() if model.config.get(k, plain) != plain}
+    if unmodelled:
+        raise ValueError(f"the planner's closed form covers full softmax attention and the plain MLP; {req.model!r} "
+                         f"sets {unmodelled}, whose cost it does not model")
     shape = ViTShape.from_config(model.config, token_keep_rate=req.token_keep_rate)
     shape = replace(shape, num_prefix_tokens=shape.num_prefix_tokens + PLANNABLE_EXTRA_TOKENS[arch])
     return shape, count_params(model), model
