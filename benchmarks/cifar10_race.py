@@ -35,7 +35,7 @@ import torch
 from torchvision.transforms import v2
 
 from vitkit.data import build_dataset
-from vitkit.plan.flops import counted_flops
+from vitkit.plan.flops import counted_flops, register_flop_formulas
 from vitkit.utils.env import describe_environment, native_cpu_bf16
 from vitkit.utils.fileio import atomic_path, atomic_write_text
 
@@ -142,6 +142,7 @@ def transformer_fraction(model: torch.nn.Module, input_size) -> float:
     """Share of one training step's FLOPs (forward + backward) spent in the transformer blocks (the race's rule)."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    register_flop_formulas()  # torch counts a depthwise conv's backward as dense without it
     with FlopCounterMode(display=False) as counter:
         model(torch.zeros(2, *input_size)).sum().backward()
     model.zero_grad(set_to_none=True)

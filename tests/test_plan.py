@@ -36,6 +36,21 @@ def test_training_flops_equal_counter_on_a_real_step(ckpt):
     assert vit_flops(shape, "train", ckpt)["total"] * 2 == counted_flops(model, (3, 64, 64), 2, "train")
 
 
+@pytest.mark.parametrize("groups", [1, 4, 32])
+def test_conv_backward_counts_groups(groups):
+    """torch's own backward formula ignores groups; vitkit's: input and weight gradients each cost one forward."""
+    conv = torch.nn.Conv2d(32, 32, 3, padding=1, groups=groups)
+    x = torch.randn(2, 32, 8, 8, requires_grad=True)
+    forward = 2 * 2 * 8 * 8 * 32 * (32 // groups) * 9
+    assert counted_flops(conv, (32, 8, 8), 2, "infer") == forward
+    assert counted_flops(conv, (32, 8, 8), 2, "train") == 2 * forward  # the weight grad (counted_flops' input: no grad)
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        conv(x).sum().backward()
+    assert counter.get_total_flops() == 3 * forward
+
+
 def test_token_dropout_reduces_training_flops_only():
     shape = ViTShape.from_config(VisionTransformer(**SMALL).config, token_keep_rate=0.5)
     full = ViTShape.from_config(VisionTransformer(**SMALL).config)

@@ -4,8 +4,10 @@ FLOPs are 2 x multiply-adds of matmuls, convolutions and attention, the conventi
 ``torch.utils.flop_counter`` (norms, GELU and softmax are not counted, by either side).
 
 PyTorch's counter has no formula for the CPU flash-attention kernel (``_scaled_dot_product_flash_attention_for_cpu``
-and its backward), so on a CPU it silently drops all attention FLOPs. ``_register_cpu_sdpa_formulas`` adds them,
-built on the counter's own ``sdpa_flop_count`` helpers, so CPU and CUDA counts agree.
+and its backward), so on a CPU it silently drops all attention FLOPs; and its convolution backward formula ignores
+``groups``, so a depthwise convolution's backward is counted as if it were dense (256x too much for a 256-channel
+one). ``register_flop_formulas`` adds the first and corrects the second (each gradient of a convolution costs what its
+forward does, groups included), so CPU and CUDA counts agree and grouped convolutions are counted right.
 """
 
 from __future__ import annotations
@@ -23,11 +25,21 @@ _aten = torch.ops.aten
 _REGISTERED = False
 
 
-def _register_cpu_sdpa_formulas() -> None:
+def _conv_backward_flop(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed,
+                        _output_padding, _groups, output_mask, out_shape=None, **kwargs) -> int:
+    """Grad of the input and grad of the weight each cost one forward convolution (whose count, from the weight's
+    (C_out, C_in / groups, k, k) shape, is right for any groups); equal to torch's formula when groups == 1."""
+    forward = flop_counter.conv_flop_count(list(x_shape), list(w_shape), list(grad_out_shape), transposed=transposed)
+    return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
+
+
+def register_flop_formulas() -> None:
+    """Fix ``torch.utils.flop_counter`` for every counter built after this call, in this process (module doc)."""
     global _REGISTERED
     if _REGISTERED:
         return
     registry = getattr(flop_counter, "flop_registry", {})
+    registry[_aten.convolution_backward] = flop_counter.shape_wrapper(_conv_backward_flop)
     fwd_op = getattr(_aten, "_scaled_dot_product_flash_attention_for_cpu", None)
     bwd_op = getattr(_aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
     if fwd_op is not None and fwd_op.default not in registry and fwd_op not in registry:
@@ -151,7 +163,7 @@ def counted_flops(
 
     Runs on whatever device the model is on; a meta model costs no memory and no time.
     """
-    _register_cpu_sdpa_formulas()
+    register_flop_formulas()
     device = next(model.parameters()).device
     x = torch.zeros(batch, *input_size, device=device)
     was_training = model.training

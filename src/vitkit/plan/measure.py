@@ -24,7 +24,7 @@ from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from .flops import _register_cpu_sdpa_formulas
+from .flops import register_flop_formulas
 
 EXECUTIONS = ("real", "fake")
 
@@ -124,7 +124,7 @@ def fake_copy(model: nn.Module, device: torch.device, dtype: torch.dtype | None 
 def count_step_flops(model: nn.Module, batch: int, mode: str = "train", precision: str = "fp32",
                      grad_checkpointing: bool = False, device: str | torch.device = "cpu") -> int:
     """FLOPs of one step as torch's counter sees it, on a fake copy (no memory, no arithmetic)."""
-    _register_cpu_sdpa_formulas()
+    register_flop_formulas()
     device = torch.device(device)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision) if mode == "infer" else None
     twin, fake_mode = fake_copy(model, device, dtype)
