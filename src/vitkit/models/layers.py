@@ -30,6 +30,12 @@ def to_2tuple(value: int | Sequence[int]) -> tuple[int, int]:
 EXPLICIT_BF16_ATTENTION_ON_CPU = True
 
 
+def runs_explicit_attention(device_type: str, dtype: torch.dtype) -> bool:
+    """Whether :func:`scaled_dot_product_attention` computes softmax(QK^T)V explicitly (keeping the (B, heads, N, N)
+    probabilities) for tensors of this dtype on this device type, rather than calling a fused SDPA kernel."""
+    return EXPLICIT_BF16_ATTENTION_ON_CPU and dtype == torch.bfloat16 and device_type == "cpu"
+
+
 def attention_weights(q: torch.Tensor, k: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
     """softmax(QK^T / sqrt(d)) with SDPA's mask convention (bool: True attends; float: added to the logits)."""
     attn = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
@@ -43,7 +49,7 @@ def scaled_dot_product_attention(
 ) -> torch.Tensor:
     """``F.scaled_dot_product_attention``, except for bf16 on a CPU, where the explicit softmax(QK^T/sqrt(d))V is
     faster (see EXPLICIT_BF16_ATTENTION_ON_CPU); same function either way (tested)."""
-    if not (EXPLICIT_BF16_ATTENTION_ON_CPU and q.dtype == torch.bfloat16 and q.device.type == "cpu"):
+    if not runs_explicit_attention(q.device.type, q.dtype):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
     attn = attention_weights(q, k, attn_mask)
     if dropout_p > 0.0:

@@ -98,9 +98,9 @@ def _meta_model(req: PlanRequest) -> torch.nn.Module:
 def runs_fused_attention(device_type: str, precision: str) -> bool:
     """Whether vitkit's attention runs a fused kernel (no (B, H, N, N) matrix kept) on this device type in this
     precision: everywhere except bf16 on a CPU, where it is two bf16 matmuls (``layers.scaled_dot_product_attention``)."""
-    from ..models import layers
+    from ..models.layers import runs_explicit_attention
 
-    return not (device_type == "cpu" and precision == "bf16" and layers.EXPLICIT_BF16_ATTENTION_ON_CPU)
+    return not (precision == "bf16" and runs_explicit_attention(device_type, torch.bfloat16))
 
 
 def _shape(req: PlanRequest, model: torch.nn.Module | None = None) -> tuple[ViTShape, int, torch.nn.Module]:
