@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from ..utils.allocator import retain_freed_memory
 from ..utils.fileio import atomic_path, atomic_write_text
 from .autobatch import find_micro_batch
 from .checkpoint import capture_rng, keep_history, load_train_state, resolve_resume, restore_rng, save_train_state
@@ -112,7 +113,9 @@ def _check_size_schedule(cfg: Config, model: nn.Module, native: tuple[int, int])
                          f"(model {cfg.model.name} at {native[0]}x{native[1]})")
 
 
-def _configure_determinism(cfg: Config) -> None:
+def _configure_runtime(cfg: Config) -> None:
+    if cfg.train.retain_freed_memory:
+        retain_freed_memory()
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     if cfg.train.deterministic:
@@ -146,7 +149,7 @@ def _train(cfg: Config, model: nn.Module | None, info: DistInfo, device: torch.d
     if tc.ema and info.strategy == "fsdp":
         raise ValueError("train.ema is not supported with dist.strategy='fsdp' (the average would need the full "
                          "weights on every rank); turn one of them off")
-    _configure_determinism(cfg)
+    _configure_runtime(cfg)
 
     # --- data and model --------------------------------------------------------------------------------------------
     train_ds, val_ds, test_ds = _datasets(cfg)
