@@ -36,6 +36,7 @@ from vitkit.data.decode import read_many_rgb  # noqa: E402
 from vitkit.infer.bench import build_runner, machine_info, percentile  # noqa: E402
 from vitkit.infer.export import export_model  # noqa: E402
 from vitkit.infer.preprocess import InferenceSpec  # noqa: E402
+from vitkit.utils.allocator import retain_freed_memory  # noqa: E402
 from vitkit.utils.env import native_cpu_bf16  # noqa: E402
 from vitkit.utils.fileio import atomic_write_text  # noqa: E402
 
@@ -212,6 +213,9 @@ def main() -> int:
     parser.add_argument("--train-seconds", type=float, default=300, help="training time budget per model")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
                         help="intra-op threads for every path (torch and onnxruntime alike)")
+    parser.add_argument("--retain-freed-memory", action="store_true",
+                        help="glibc keeps freed blocks for reuse (vitkit.utils.allocator) for every side alike: "
+                             "the process-wide setting vitkit train uses; default: glibc's own behaviour")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "inference.json"))
     args = parser.parse_args()
     if args.quick:
@@ -223,6 +227,8 @@ def main() -> int:
 
     bf16_models = (args.bf16_models.split(",") if args.bf16_models is not None
                    else args.models.split(",") if native_cpu_bf16() else ["vit_tiny_patch16_224"])
+    if args.retain_freed_memory and not retain_freed_memory():
+        raise SystemExit("--retain-freed-memory: this C library is not glibc, nothing to set")
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     images, labels = cifar_images(max(args.images, args.small_images, args.base_images))
@@ -234,7 +240,9 @@ def main() -> int:
                          f"calibrated on {len(calib)} CIFAR-10 training images ({args.calib_method})",
         "weights": f"each architecture trained by vitkit train on CIFAR-10 at {TRAIN_IMG_SIZE} px, evaluated at 224 px; "
                    "identical in timm, vitkit and HF",
-        "agreement_reference": "timm eager fp32 (vitkit eager fp32 equals it)", "models": {},
+        "agreement_reference": "timm eager fp32 (vitkit eager fp32 equals it)",
+        "allocator": "glibc, freed memory retained for every side (retain_freed_memory)" if args.retain_freed_memory
+                     else "the C library's defaults", "models": {},
     }
     for name in args.models.split(","):
         n = args.base_images if "base" in name else args.small_images if "small" in name else args.images
