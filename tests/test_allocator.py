@@ -43,3 +43,21 @@ def test_retained_memory_is_reused_without_page_faults():
 def test_rejects_keep_below_the_mmap_threshold():
     with pytest.raises(ValueError, match="keep_bytes must be at least"):
         retain_freed_memory(keep_bytes=1024)
+
+
+def test_inference_commands_retain_unless_opted_out(monkeypatch, tmp_path):
+    from vitkit.infer import cli_commands
+    from vitkit.utils import allocator
+
+    calls = []
+    monkeypatch.setattr(allocator, "retain_freed_memory", lambda: calls.append("retain") or True)
+    monkeypatch.setenv(allocator.INFERENCE_OPT_OUT, "1")
+    assert allocator.retain_for_inference() is False and calls == []
+    monkeypatch.delenv(allocator.INFERENCE_OPT_OUT)
+    assert allocator.retain_for_inference() is True and calls == ["retain"]
+
+    seen = []
+    monkeypatch.setattr(cli_commands, "retain_for_inference", lambda: seen.append("predict"))
+    # no images: the command stops early, but only after choosing the allocator
+    assert cli_commands.main(["predict", str(tmp_path / "m.safetensors"), str(tmp_path / "none-*.png")]) == 2
+    assert seen == ["predict"]

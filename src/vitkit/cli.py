@@ -78,7 +78,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .train import ConfigError, evaluate_checkpoint, parse_override
+    from .utils.allocator import retain_for_inference
 
+    retain_for_inference()
     out = args.out or str(Path(args.checkpoint).parent / f"eval-{args.split}")
     try:
         options = dict(parse_override(text) for text in args.data_arg)

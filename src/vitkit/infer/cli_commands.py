@@ -1,4 +1,5 @@
 """`vitkit predict | export | bench | serve`: argument parsing only; each command calls one function of vitkit.infer.
+predict, bench and serve first keep freed memory for reuse (vitkit.utils.allocator.retain_for_inference).
 
 ``add_subcommands(subparsers)`` registers them on vitkit's main parser; ``python -m vitkit.infer.cli_commands``
 runs them standalone.
@@ -12,6 +13,8 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
+from ..utils.allocator import retain_for_inference
 
 
 def _reported(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -41,6 +44,7 @@ def _load_model(source: str):
 
 @_reported
 def cmd_predict(args: argparse.Namespace) -> int:
+    retain_for_inference()
     from .predict import Predictor, expand_inputs, format_predictions, predict_paths
 
     paths, problems = expand_inputs(args.inputs)
@@ -141,6 +145,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from ..utils.fileio import atomic_write_text
     from .bench import format_bench_table, run_bench
 
+    retain_for_inference()
     if args.threads:
         import torch
 
@@ -164,6 +169,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from .serve import ServeConfig, serve
 
+    retain_for_inference()
     config = ServeConfig(
         max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_bytes=args.max_bytes, max_pixels=args.max_pixels,
         topk=args.topk,

@@ -5,13 +5,16 @@ the heap top back to the kernel once a few hundred KiB are free. A CPU training 
 multi-MiB activations every step, so each step pays hundreds of thousands of page faults (the kernel zeroes every new
 page). Raising both thresholds keeps those pages mapped and reused: on the race model's bf16 step (2 cores) minor
 page faults fell ~5x and the step got ~12% faster (benchmarks/results/cpu_allocator.json). The price is that up to
-``keep_bytes`` of freed memory stays with the process (reported as resident) until it exits.
+``keep_bytes`` of freed memory stays with the process (reported as resident) until it exits. Inference gains too
+(vit_tiny eager fp32, 2 threads: batch-1 p50 22-24 ms instead of 31-33, benchmarks/results/bench_allocator.json),
+hence `retain_for_inference`.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import platform
 
 # mallopt(3) parameter numbers from glibc's <malloc.h>
@@ -19,6 +22,15 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 # glibc refuses an mmap threshold above HEAP_MAX_SIZE / 2, 32 MiB on 64-bit: larger blocks are always mmapped
 _MAX_MMAP_THRESHOLD = 32 * 1024 * 1024
+
+
+INFERENCE_OPT_OUT = "VITKIT_MALLOC_DEFAULTS"
+
+
+def retain_for_inference() -> bool:
+    """What `vitkit predict | bench | serve | eval` call first: retain freed memory unless the environment variable
+    VITKIT_MALLOC_DEFAULTS=1 asks for the C library's defaults (e.g. to compare with another library's figures)."""
+    return os.environ.get(INFERENCE_OPT_OUT, "") not in ("1", "true", "yes") and retain_freed_memory()
 
 
 def retain_freed_memory(keep_bytes: int = 1 << 30) -> bool:
