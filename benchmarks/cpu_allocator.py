@@ -22,6 +22,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from _common import load, machine  # noqa: E402
 
+from vitkit.train import load_config  # noqa: E402
 from vitkit.utils.fileio import atomic_write_text  # noqa: E402
 
 # one side in a fresh process: median ms per step and minor page faults per step over the timed steps
@@ -65,10 +66,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/cpu_allocator.json"))
     args = ap.parse_args()
 
-    recipe = ROOT / "recipes/cifar10-cpu-10min.yaml"
-    import yaml
-
-    kwargs = dict(yaml.safe_load(recipe.read_text())["model"]["kwargs"], num_classes=10, img_size=32)
+    kwargs = dict(load_config(ROOT / "recipes/cifar10-cpu-10min.yaml").model.kwargs, num_classes=10, img_size=32)
     code = _SIDE.format(src=str(ROOT / "src"), kwargs=kwargs)
     runs: dict[str, list[dict]] = {"default": [], "retain": []}
     load_before = load()

@@ -1,13 +1,12 @@
 """retain_freed_memory: freed tensors' pages are reused, not faulted in again (checked in a fresh process, since the
 setting is process-wide)."""
 
-import platform
 import subprocess
 import sys
 
 import pytest
 
-from vitkit.utils.allocator import retain_freed_memory
+from vitkit.utils.allocator import glibc_malloc, retain_freed_memory
 
 _CHURN = """
 import resource, sys, torch
@@ -32,7 +31,7 @@ def _page_faults(mode: str) -> int:
     return int(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
+@pytest.mark.skipif(not glibc_malloc(), reason="glibc only")
 def test_retained_memory_is_reused_without_page_faults():
     default, retained = _page_faults("default"), _page_faults("retain")
     # the 80 timed blocks are ~43,400 pages: glibc's defaults fault in every one, a retaining heap only its growth

@@ -172,7 +172,7 @@ class TrainConfig:
     threads: int | None = 1  # torch.set_num_threads; null keeps torch's default. 1 for tiny models: intra-op
     # threads buy nothing at width 64 and collapse (~15x slower measured) when other processes share the cores
     retain_freed_memory: bool = True  # glibc keeps freed blocks for reuse instead of new zeroed pages each step:
-    # ~12% faster CPU steps on the race model (vitkit.utils.allocator, benchmarks/results/cpu_allocator.json)
+    # 1.15x faster CPU steps on the race model (vitkit.utils.allocator, benchmarks/results/cpu_allocator.json)
     crash_after_steps: int | None = None  # testing aid: os._exit(3) after this optimizer step, like a kill
     distill: dict[str, Any] = field(default_factory=dict)  # knowledge distillation, off when empty: {teacher,
     # teacher_weights, kind: soft|hard, alpha, temperature, teacher_mean, teacher_std} (see vitkit/train/distill.py)

@@ -2,9 +2,10 @@
 
 Why: glibc serves blocks above its mmap threshold (128 KiB, raised on the fly) with fresh ``mmap`` pages and trims
 the heap top back to the kernel once a few hundred KiB are free. A CPU training step allocates and frees the same
-multi-MiB activations every step, so each step pays hundreds of thousands of page faults (the kernel zeroes every new
+multi-MiB activations every step, so each step pays tens of thousands of page faults (the kernel zeroes every new
 page). Raising both thresholds keeps those pages mapped and reused: on the race model's bf16 step (2 cores) minor
-page faults fell ~5x and the step got ~12% faster (benchmarks/results/cpu_allocator.json). The price is that up to
+page faults fell from ~25,000 per step to almost none and the step got 1.15x faster
+(benchmarks/results/cpu_allocator.json). The price is that up to
 ``keep_bytes`` of freed memory stays with the process (reported as resident) until it exits. Inference gains too
 (vit_tiny eager fp32, 2 threads: batch-1 p50 22-24 ms instead of 31-33, benchmarks/results/bench_allocator.json),
 hence `retain_for_inference`.
@@ -33,6 +34,11 @@ def retain_for_inference() -> bool:
     return os.environ.get(INFERENCE_OPT_OUT, "") not in ("1", "true", "yes") and retain_freed_memory()
 
 
+def glibc_malloc() -> bool:
+    """Whether this process's allocator is glibc's, the only one whose knobs are set here."""
+    return platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+
+
 def retain_freed_memory(keep_bytes: int = 1 << 30) -> bool:
     """Make glibc's malloc reuse freed blocks up to 32 MiB from its heap and keep up to ``keep_bytes`` free at the
     heap top. Process-wide and lasting (forked data-loader workers inherit it).
@@ -43,7 +49,7 @@ def retain_freed_memory(keep_bytes: int = 1 << 30) -> bool:
     if keep_bytes < _MAX_MMAP_THRESHOLD:
         raise ValueError(f"keep_bytes must be at least the mmap threshold ({_MAX_MMAP_THRESHOLD} bytes), "
                          f"got {keep_bytes}")
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    if not glibc_malloc():
         return False
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     # both set explicitly: setting either one turns off glibc's dynamic adjustment of the other
