@@ -45,7 +45,8 @@ def test_rejects_keep_below_the_mmap_threshold():
 
 
 def test_inference_commands_retain_unless_opted_out(monkeypatch, tmp_path):
-    from vitkit.infer import cli_commands
+    from vitkit.cli import infer as infer_commands
+    from vitkit.cli import main
     from vitkit.utils import allocator
 
     calls = []
@@ -56,7 +57,7 @@ def test_inference_commands_retain_unless_opted_out(monkeypatch, tmp_path):
     assert allocator.retain_for_inference() is True and calls == ["retain"]
 
     seen = []
-    monkeypatch.setattr(cli_commands, "retain_for_inference", lambda: seen.append("predict"))
+    monkeypatch.setattr(infer_commands, "retain_for_inference", lambda: seen.append("predict"))
     # no images: the command stops early, but only after choosing the allocator
-    assert cli_commands.main(["predict", str(tmp_path / "m.safetensors"), str(tmp_path / "none-*.png")]) == 2
+    assert main(["predict", str(tmp_path / "m.safetensors"), str(tmp_path / "none-*.png")]) == 2
     assert seen == ["predict"]

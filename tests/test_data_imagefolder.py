@@ -204,13 +204,15 @@ def test_val_fraction_on_a_cached_dataset_stays_memory_mapped(tmp_path):
 
 
 def test_cache_cli_builds_then_reuses(tmp_path, capsys):
+    from vitkit.cli import main
+
     root = tmp_path / "data"
     make_image_folder(root, bad=False)
-    args = [str(root), "--cache-dir", str(tmp_path / "cache"), "--workers", "0", "--splits", "train", "val"]
-    assert cache_mod.main(args) == 0
+    args = ["cache", str(root), "--cache-dir", str(tmp_path / "cache"), "--workers", "0", "--splits", "train", "val"]
+    assert main(args) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("train") and "built at" in out[0] and "val" in out[1]
-    assert cache_mod.main(args) == 0
+    assert main(args) == 0
     assert all("reused" in line for line in capsys.readouterr().out.splitlines())
 
 

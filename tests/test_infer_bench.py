@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from infer_helpers import save_tiny_checkpoint, tiny_model
+from vitkit.cli import main
 from vitkit.infer.bench import percentile, run_bench, time_calls
-from vitkit.infer.cli_commands import main
 
 
 def test_percentile_matches_numpy():

@@ -10,8 +10,8 @@ import torch
 
 from infer_helpers import CLASS_NAMES, save_tiny_checkpoint, tiny_model, write_images
 from vitkit import load_checkpoint
+from vitkit.cli import main
 from vitkit.infer import ExportParityError, InferenceSpec, OnnxModel, export_model
-from vitkit.infer.cli_commands import main
 from vitkit.infer.export import vitkit_to_hf_state
 from vitkit.weights.hf import convert_hf
 
@@ -106,7 +106,7 @@ def test_cli_export_static_int8_checks_agreement(checkpoint, tmp_path, capsys):
     write_images(tmp_path / "calib", 4)
     out = tmp_path / "model.onnx"
     base = ["export", str(checkpoint), "--format", "onnx", "--out", str(out), "--check-images", str(tmp_path / "imgs")]
-    assert main(base + ["--int8", "static"]) == 1
+    assert main(base + ["--int8", "static"]) == 2
     assert "--calib-images" in capsys.readouterr().err
     assert main(base + ["--int8", "static", "--calib-images", str(tmp_path / "calib"), "--min-agreement", "0"]) == 0
     text = capsys.readouterr().out
@@ -114,5 +114,5 @@ def test_cli_export_static_int8_checks_agreement(checkpoint, tmp_path, capsys):
     int8 = tmp_path / "model.int8.onnx"
     assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(int8)).graph.node)
     int8.unlink()
-    assert main(base + ["--int8", "static", "--calib-images", str(tmp_path / "calib"), "--min-agreement", "1.01"]) == 1
+    assert main(base + ["--int8", "static", "--calib-images", str(tmp_path / "calib"), "--min-agreement", "1.01"]) == 2
     assert "< --min-agreement 1.01" in capsys.readouterr().err and not int8.exists() and out.exists()

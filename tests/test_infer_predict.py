@@ -9,9 +9,9 @@ import torch
 
 import vitkit
 from infer_helpers import CLASS_NAMES, save_tiny_checkpoint, tiny_model, write_images
+from vitkit.cli import main
 from vitkit.data.decode import BadImageError
 from vitkit.infer import InferenceSpec, Predictor, expand_inputs, format_predictions, predict_paths
-from vitkit.infer.cli_commands import main
 
 
 def test_spec_reads_checkpoint_metadata(tmp_path):
@@ -109,7 +109,7 @@ def test_cli_predict_json(tmp_path, capsys):
     rows = json.loads(out)
     assert [r["path"] for r in rows] == [str(p) for p in images] and all(len(r["top"]) == 2 for r in rows)
     assert "skipped" in err and "bad.png" in err
-    assert main(["predict", str(ckpt), str(tmp_path / "imgs" / "bad.png"), "--strict"]) == 1
+    assert main(["predict", str(ckpt), str(tmp_path / "imgs" / "bad.png"), "--strict"]) == 2
     assert "bad.png" in capsys.readouterr().err
-    assert main(["predict", str(tmp_path / "nope.safetensors"), str(images[0])]) == 1
+    assert main(["predict", str(tmp_path / "nope.safetensors"), str(images[0])]) == 2
     assert "checkpoint not found" in capsys.readouterr().err

@@ -151,12 +151,12 @@ def test_plan_errors_are_clear():
 def test_plan_assumes_explicit_attention_for_bf16_on_a_cpu(capsys):
     """vitkit runs bf16 attention on a CPU as two matmuls that keep (B, H, N, N) probabilities: a CPU plan counts
     them, and its prediction lands closer to the measured step than the fused-kernel estimate does."""
-    from vitkit.plan.cli_commands import add_subcommands
+    from vitkit.cli.plan import add_parser
 
     assert runs_fused_attention("cuda", "bf16") and runs_fused_attention("cpu", "fp32")
     assert not runs_fused_attention("cpu", "bf16")
     parser = argparse.ArgumentParser()
-    add_subcommands(parser.add_subparsers(dest="command"))
+    add_parser(parser.add_subparsers(dest="command"))
     cfg = dict(img_size=64, patch_size=4, embed_dim=96, depth=3, num_heads=3, num_classes=10)  # 256 tokens
     model = VisionTransformer(**cfg)
     shape = ViTShape.from_config(model.config)
@@ -178,10 +178,10 @@ def test_plan_assumes_explicit_attention_for_bf16_on_a_cpu(capsys):
 
 
 def test_plan_command_json_with_measure(capsys):
-    from vitkit.plan.cli_commands import add_subcommands
+    from vitkit.cli.plan import add_parser
 
     parser = argparse.ArgumentParser()
-    add_subcommands(parser.add_subparsers(dest="command"))
+    add_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["plan", "vit_digits_patch2_8", "--batch", "32", "--precision", "fp32", "--gpu", "cpu:16",
                               "--measure", "--json", "--dataset-size", "50000", "--throughput", "1000"])
     assert args.func(args) == 0

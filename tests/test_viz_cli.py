@@ -10,8 +10,8 @@ from torchvision.io import decode_png, read_file, write_png
 
 import vitkit
 from vitkit.cli import main
+from vitkit.cli.viz import parse_size
 from vitkit.models import VisionTransformer
-from vitkit.viz.cli_commands import parse_size
 
 
 @pytest.fixture(scope="module")
@@ -56,11 +56,11 @@ def test_clear_errors(checkpoint, tmp_path, capsys):
     write_png(torch.zeros(3, 16, 16, dtype=torch.uint8), str(image))
     navit = tmp_path / "navit.safetensors"
     vitkit.save_checkpoint(vitkit.create_model("navit_tiny_patch4_32", depth=1, embed_dim=32, num_heads=2), navit)
-    assert main(["viz", "attention", str(navit), str(image), "--out", str(tmp_path)]) == 1
+    assert main(["viz", "attention", str(navit), str(image), "--out", str(tmp_path)]) == 2
     assert "NaViT" in capsys.readouterr().err
-    assert main(["viz", "posembed", str(tmp_path / "missing.safetensors"), "--out", str(tmp_path)]) == 1
+    assert main(["viz", "posembed", str(tmp_path / "missing.safetensors"), "--out", str(tmp_path)]) == 2
     assert "not found" in capsys.readouterr().err
-    assert main(["viz", "attention", str(checkpoint), str(image), "--size", "18", "--out", str(tmp_path)]) == 1
+    assert main(["viz", "attention", str(checkpoint), str(image), "--size", "18", "--out", str(tmp_path)]) == 2
     assert "multiple of patch_size" in capsys.readouterr().err
 
 

@@ -1,4 +1,4 @@
-"""report.html: written by every training run, self-contained, and rendered by a real browser (headless Chromium).
+"""report.html: written after every `vitkit train` run, self-contained, and rendered by a real browser (headless Chromium).
 
 Chromium is Debian's ``chromium`` package; ``make test`` installs it when it is missing (Makefile target
 ``chromium``: root + apt-get only). Without it the rendering test is skipped, saying why.
@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from train_helpers import tiny_config
-from vitkit.train import train
+from train_helpers import TINY, cli_sets
+from vitkit.cli import main
 from vitkit.viz.report import SECTIONS, prediction_order, write_run_report
 
 REPORT_RUN = ["log.report=true", "log.curves=true", "log.every_steps=1",
@@ -56,10 +56,16 @@ class Outline(HTMLParser):
             self.headings.append(data)
 
 
+def train_command(out_dir: Path, *overrides: str) -> Path:
+    """`vitkit train` on the tiny config (the command, not the engine, writes report.html); the new run directory."""
+    assert main(["train", *cli_sets([*TINY, f"checkpoint.out_dir={out_dir}", *overrides])]) == 0
+    (run_dir,) = out_dir.iterdir()
+    return run_dir
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
-    summary = train(tiny_config(tmp_path_factory.mktemp("runs"), *REPORT_RUN))
-    return Path(summary["run_dir"])
+    return train_command(tmp_path_factory.mktemp("runs"), *REPORT_RUN)
 
 
 def outline(path: Path) -> Outline:
@@ -96,20 +102,18 @@ def test_report_without_weights_or_data_says_what_is_missing(run_dir, tmp_path):
 
 
 def test_viz_report_command_rebuilds_the_report_of_a_run(run_dir, tmp_path, capsys):
-    from vitkit.cli import main
-
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy)
     (copy / "report.html").unlink()
     assert main(["viz", "report", str(copy)]) == 0
     assert outline(copy / "report.html").images == 2 + 48 + 4
-    assert main(["viz", "report", str(tmp_path)]) == 1
+    assert main(["viz", "report", str(tmp_path)]) == 2
     assert "config.yaml not found" in capsys.readouterr().err
 
 
 def test_report_can_be_switched_off(tmp_path):
-    summary = train(tiny_config(tmp_path, "train.epochs=1", "log.report=false"))
-    assert not (Path(summary["run_dir"]) / "report.html").exists()
+    run_dir = train_command(tmp_path, "train.epochs=1", "log.report=false")
+    assert (run_dir / "summary.json").is_file() and not (run_dir / "report.html").exists()
 
 
 def test_prediction_order_puts_confident_mistakes_first():

@@ -5,13 +5,11 @@ files were skipped, skipped.tsv. The key hashes the source file list with sizes 
 so a changed dataset gets a new entry instead of stale data. meta.json is written last and every file goes through
 ``atomic_path``, so an entry interrupted halfway (crash, Ctrl-C) has no meta.json and is never opened.
 
-``python -m vitkit.data.cache <dataset> [--splits train val] [--storage-size 64] ...`` builds entries ahead of time
-(:func:`build_cache_cli` is the same thing for the ``vitkit`` CLI).
+``vitkit cache <dataset> [--splits train val] [--storage-size 64] ...`` builds entries ahead of time.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -242,45 +240,3 @@ def subset_entry(parent: CacheEntry, rows: np.ndarray, tag: str) -> CacheEntry:
 
     meta = dict(parent.meta, parent=str(parent.directory), subset=tag, skipped=0)
     return write_entry(directory, (rows.size, *parent.images.shape[1:]), parent.labels[rows], fill, meta)
-
-
-# -- command line -----------------------------------------------------------------------------------------------
-
-
-def add_cache_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("dataset", help="ImageFolder root, 'imagefolder:<root>', 'cifar10' or 'cifar100'")
-    parser.add_argument("--splits", nargs="+", default=["train", "val"], choices=["train", "val", "test"])
-    parser.add_argument("--storage-size", type=int, default=None, help="short side stored in the cache (default: as is)")
-    parser.add_argument("--cache-dir", default=None, help=f"default ${ENV_CACHE_DIR} or ./.cache/vitkit")
-    parser.add_argument("--workers", type=int, default=None, help="decode processes (default: CPUs, at most 8)")
-    parser.add_argument("--bad-files", choices=["skip", "error"], default="skip")
-    parser.add_argument("--root", default=None, help="cifar10/cifar100: folder holding the python batches")
-    parser.add_argument("--download", action="store_true", help="cifar10/cifar100: download if missing (md5 checked)")
-    return parser
-
-
-def build_cache_cli(args: argparse.Namespace) -> int:
-    """Build (or verify) cache entries for the splits in ``args``; prints one line per split. Returns 0."""
-    from .datasets import build_dataset
-
-    kind_kwargs: dict[str, Any] = {}
-    if args.dataset in ("cifar10", "cifar100"):
-        kind_kwargs.update(root=args.root, download=args.download)
-    for split in args.splits:
-        t0 = time.perf_counter()
-        ds = build_dataset(args.dataset, split, cache_dir=args.cache_dir, storage_size=args.storage_size,
-                           bad_files=args.bad_files, num_workers=args.workers, **kind_kwargs)
-        info = ds.meta.get("cache", {})
-        state = "reused" if info.get("hit") else f"built at {info.get('images_per_second', 0):.0f} img/s"
-        print(f"{split:5s} {len(ds):8d} images {ds.image_size[0]}x{ds.image_size[1]}  {state}  "
-              f"({time.perf_counter() - t0:.1f} s)  {info.get('directory', '')}", flush=True)
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = add_cache_arguments(argparse.ArgumentParser(prog="python -m vitkit.data.cache", description=__doc__))
-    return build_cache_cli(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -15,7 +15,7 @@ from torch import nn
 from ..models.registry import build_from_config, create_model
 from .convert import LoadReport, WeightLoadError, load_into_model
 from .hf import class_names_from_hf_config, convert_hf, read_hf_config, vit_kwargs_from_hf_config
-from .io import read_checkpoint_metadata, read_state_dict
+from .io import load_checkpoint, read_checkpoint_metadata, read_state_dict
 from .npz import convert_npz, read_npz, vit_kwargs_from_npz
 from .timm import convert_timm
 
@@ -115,3 +115,10 @@ def model_from_pretrained(
     if class_names and "num_classes" not in overrides:
         model.class_names = class_names
     return model
+
+
+def load_model(source: str | Path) -> nn.Module:
+    """A vitkit checkpoint path, or a registered model name (random weights: enough for speed, not for accuracy)."""
+    if Path(source).exists() or str(source).endswith(".safetensors"):
+        return load_checkpoint(source)
+    return create_model(str(source))

@@ -1,29 +1,12 @@
-"""`vitkit viz attention | posembed | filters | report`: argument parsing only; each calls vitkit.viz functions.
-
-``add_subcommands(subparsers)`` registers ``viz`` on vitkit's main parser.
-"""
+"""`vitkit viz attention | posembed | filters | report`: each command draws with vitkit.viz functions."""
 
 from __future__ import annotations
 
 import argparse
-import functools
+import contextlib
 import sys
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
-
-
-def _reported(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Expected failures (a missing file, a model without attention maps, a bad size) end as one clear line."""
-
-    @functools.wraps(command)
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return command(args)
-        except (FileNotFoundError, ValueError, KeyError, TypeError) as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 1
-
-    return run
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -39,10 +22,14 @@ def parse_size(text: str) -> tuple[int, int]:
     return parts[0], parts[1]
 
 
-def _model(source: str):
-    from ..infer.cli_commands import _load_model
-
-    return _load_model(source)
+@contextlib.contextmanager
+def _unsupported_model_is_bad_input() -> Iterator[None]:
+    """vitkit.viz raises TypeError for a model kind it cannot draw (NaViT attention, a fixed input size): that is the
+    user's choice of checkpoint, an expected failure, so it reaches `vitkit`'s error handler as a ValueError."""
+    try:
+        yield
+    except TypeError as err:
+        raise ValueError(str(err)) from None
 
 
 def _out_dir(args: argparse.Namespace) -> Path:
@@ -51,7 +38,6 @@ def _out_dir(args: argparse.Namespace) -> Path:
     return out
 
 
-@_reported
 def cmd_attention(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -60,16 +46,19 @@ def cmd_attention(args: argparse.Namespace) -> int:
     from ..data.decode import BadImageError, read_many_rgb
     from ..infer.predict import expand_inputs
     from ..infer.preprocess import InferenceSpec
-    from .attention import attention_maps, check_attention_support, plot_attention, set_resolution
+    from ..viz.attention import attention_maps, check_attention_support, plot_attention, set_resolution
+    from ..weights import load_model
 
     paths, problems = expand_inputs(args.images)
     for problem in problems:
         print(f"warning: {problem}", file=sys.stderr)
-    model = _model(args.checkpoint).to(args.device).eval()
-    check_attention_support(model)
+    model = load_model(args.checkpoint).to(args.device).eval()
+    with _unsupported_model_is_bad_input():
+        check_attention_support(model)
     spec = InferenceSpec.from_model(model)
     if args.size:
-        set_resolution(model, args.size)
+        with _unsupported_model_is_bad_input():
+            set_resolution(model, args.size)
         spec = dataclasses.replace(spec, img_size=args.size)
     transform = spec.transform()
     mean, std = torch.tensor(spec.mean).view(-1, 1, 1), torch.tensor(spec.std).view(-1, 1, 1)
@@ -103,14 +92,15 @@ def cmd_attention(args: argparse.Namespace) -> int:
     return 0
 
 
-@_reported
 def cmd_posembed(args: argparse.Namespace) -> int:
-    from .attention import set_resolution
-    from .embeddings import plot_position_similarity, position_similarity
+    from ..viz.attention import set_resolution
+    from ..viz.embeddings import plot_position_similarity, position_similarity
+    from ..weights import load_model
 
-    model = _model(args.checkpoint)
+    model = load_model(args.checkpoint)
     if args.size:
-        set_resolution(model, args.size)
+        with _unsupported_model_is_bad_input():
+            set_resolution(model, args.size)
     similarity = position_similarity(model)
     h, w = similarity.shape[:2]
     dst = _out_dir(args) / "posembed.png"
@@ -120,11 +110,11 @@ def cmd_posembed(args: argparse.Namespace) -> int:
     return 0
 
 
-@_reported
 def cmd_filters(args: argparse.Namespace) -> int:
-    from .embeddings import filter_components, plot_filter_components
+    from ..viz.embeddings import filter_components, plot_filter_components
+    from ..weights import load_model
 
-    components, share = filter_components(_model(args.checkpoint), args.count)
+    components, share = filter_components(load_model(args.checkpoint), args.count)
     dst = _out_dir(args) / "filters.png"
     plot_filter_components(components, share, dst, title=f"{Path(args.checkpoint).name}: patch-embedding filters, "
                            f"first {len(share)} principal components ({100 * float(share.sum()):.0f}% of variance)",
@@ -133,23 +123,21 @@ def cmd_filters(args: argparse.Namespace) -> int:
     return 0
 
 
-@_reported
 def cmd_report(args: argparse.Namespace) -> int:
     """Rebuild report.html of an existing run: its validation split comes from the run's own config.yaml."""
-    from ..train import load_config
-    from ..train.engine import _datasets
-    from .report import write_run_report
+    from ..train import build_datasets, load_config
+    from ..viz.report import write_run_report
 
     run_dir = Path(args.run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise FileNotFoundError(f"{run_dir / 'config.yaml'} not found: is {run_dir} a vitkit run directory?")
-    val = _datasets(load_config(run_dir / "config.yaml"))[1]
+    val = build_datasets(load_config(run_dir / "config.yaml"))[1]
     print(f"-> {write_run_report(run_dir, val, checkpoint=args.checkpoint, device=args.device)}")
     return 0
 
 
-def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
-    from .attention import HEAD_FUSIONS
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from ..viz.attention import HEAD_FUSIONS
 
     viz = subparsers.add_parser("viz", help="pictures of a model (attention, position embeddings, filters), run reports")
     sub = viz.add_subparsers(dest="viz_command", required=True)
@@ -185,6 +173,3 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", help="weights to report on (default: RUN_DIR/best.safetensors)")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_report)
-
-
-__all__ = ["add_subcommands", "parse_size"]

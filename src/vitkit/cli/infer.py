@@ -1,56 +1,27 @@
-"""`vitkit predict | export | bench | serve`: argument parsing only; each command calls one function of vitkit.infer.
-predict, bench and serve first keep freed memory for reuse (vitkit.utils.allocator.retain_for_inference).
+"""`vitkit predict | export | bench | serve`: each command calls one function of vitkit.infer.
 
-``add_subcommands(subparsers)`` registers them on vitkit's main parser; ``python -m vitkit.infer.cli_commands``
-runs them standalone.
+predict, bench and serve first keep freed memory for reuse (vitkit.utils.allocator.retain_for_inference).
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from ..utils.allocator import retain_for_inference
 
 
-def _reported(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Expected failures (a missing file, bad input, a failed export check) end as one clear line, not a traceback."""
-
-    @functools.wraps(command)
-    def run(args: argparse.Namespace) -> int:
-        from .export import ExportParityError
-
-        try:
-            return command(args)
-        except (FileNotFoundError, ValueError, KeyError, ExportParityError) as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 1
-
-    return run
-
-
-def _load_model(source: str):
-    """A checkpoint path, or a registered model name (random weights: enough for speed, not for accuracy)."""
-    from .. import create_model, load_checkpoint
-
-    if Path(source).exists() or source.endswith(".safetensors"):
-        return load_checkpoint(source)
-    return create_model(source)
-
-
-@_reported
 def cmd_predict(args: argparse.Namespace) -> int:
     retain_for_inference()
-    from .predict import Predictor, expand_inputs, format_predictions, predict_paths
+    from ..infer.predict import Predictor, expand_inputs, format_predictions, predict_paths
 
     paths, problems = expand_inputs(args.inputs)
     for problem in problems:
         print(f"warning: {problem}", file=sys.stderr)
     if args.strict and problems:
+        print(f"error: --strict: {len(problems)} input(s) missing or unreadable", file=sys.stderr)
         return 2
     if not paths:
         print("error: no images to predict", file=sys.stderr)
@@ -66,19 +37,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
         atomic_write_text(args.output, text + "\n")
     else:
         print(text)
-    return 1 if not run.predictions else 0
-
-
-@_reported
-def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_model
-
-    model = _load_model(args.checkpoint)
-    try:
-        check = _real_batch(model, args.check_images, args.max_check_images) if args.check_images else None
-    except ValueError as err:  # unreadable or missing check images: a usage error (2), not a failed export (1)
-        print(f"error: {err}", file=sys.stderr)
+    if not run.predictions:
+        print(f"error: none of the {len(paths)} images could be read", file=sys.stderr)
         return 2
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ..infer.export import export_model
+    from ..weights import load_model
+
+    model = load_model(args.checkpoint)
+    check = _real_batch(model, args.check_images, args.max_check_images) if args.check_images else None
     report = export_model(
         model, args.format, args.out, check_inputs=check, atol=args.atol, opset=args.opset, exporter=args.exporter
     )
@@ -95,8 +65,8 @@ def _real_batch(model, sources: list[str], limit: int):
     import torch
 
     from ..data.decode import BadImageError, read_many_rgb
-    from .predict import expand_inputs
-    from .preprocess import InferenceSpec
+    from ..infer.predict import expand_inputs
+    from ..infer.preprocess import InferenceSpec
 
     paths, problems = expand_inputs(sources)
     if problems:
@@ -113,8 +83,8 @@ def _export_int8(args: argparse.Namespace, model, check) -> None:
     with eager fp32 on the real check images; INT8 is held to an agreement floor, not to the fp32 tolerance."""
     import torch
 
-    from .export import ExportParityError, OnnxModel
-    from .quantize import quantize_onnx_int8, quantize_onnx_static_int8
+    from ..infer.export import ExportParityError, OnnxModel
+    from ..infer.quantize import quantize_onnx_int8, quantize_onnx_static_int8
 
     out = Path(args.out)
     dst = out.with_name(out.stem + ".int8.onnx")
@@ -140,17 +110,17 @@ def _export_int8(args: argparse.Namespace, model, check) -> None:
                                 f"{dst} removed (the fp32 export is kept)")
 
 
-@_reported
 def cmd_bench(args: argparse.Namespace) -> int:
+    from ..infer.bench import format_bench_table, run_bench
     from ..utils.fileio import atomic_write_text
-    from .bench import format_bench_table, run_bench
+    from ..weights import load_model
 
     retain_for_inference()
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)  # onnxruntime sessions follow torch's setting
-    model = _load_model(args.model)
+    model = load_model(args.model)
     backends = args.backends.split(",") if args.backends else None
     kwargs = {"backends": backends} if backends else {}
     result = run_bench(
@@ -165,9 +135,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-@_reported
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .serve import ServeConfig, serve
+    from ..infer.serve import ServeConfig, serve
 
     retain_for_inference()
     config = ServeConfig(
@@ -179,11 +148,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
-    from .bench import BACKENDS
-    from .export import DEFAULT_ATOL, EXPORT_FORMATS
-    from .predict import PRECISIONS
-    from .quantize import CALIBRATION_METHODS
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from ..infer.bench import BACKENDS
+    from ..infer.export import DEFAULT_ATOL, EXPORT_FORMATS
+    from ..infer.predict import PRECISIONS
+    from ..infer.quantize import CALIBRATION_METHODS
 
     p = subparsers.add_parser("predict", help="top-k labels for images, files, folders or globs")
     p.add_argument("checkpoint", help="a vitkit .safetensors checkpoint")
@@ -241,14 +210,3 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=PRECISIONS, default="fp32")
     p.add_argument("--log-level", default="info")
     p.set_defaults(func=cmd_serve)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vitkit", description="vitkit inference commands")
-    add_subcommands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,0 +1,56 @@
+"""`vitkit eval`: top-1/top-5, per-class accuracy and a confusion matrix of a checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from ..train import ConfigError, evaluate_checkpoint, parse_override
+    from ..utils.allocator import retain_for_inference
+
+    retain_for_inference()
+    out = args.out or str(Path(args.checkpoint).parent / f"eval-{args.split}")
+    try:
+        options = dict(parse_override(text) for text in args.data_arg)
+    except ConfigError as err:
+        raise ConfigError(f"--data-arg: {err}") from None
+    transform = None
+    precision = args.precision
+    if precision == "int8":  # dynamic INT8 Linear layers on the CPU; the rest of the model runs in fp32
+        from ..infer.quantize import quantize_dynamic_int8
+
+        transform, precision = quantize_dynamic_int8, "fp32"
+    result = evaluate_checkpoint(args.checkpoint, args.data, split=args.split, root=args.root,
+                                 batch_size=args.batch_size, precision=precision, device=args.device, out_dir=out,
+                                 dataset_kwargs=options, model_transform=transform, hflip_tta=args.hflip_tta)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"{args.data} {args.split}: top-1 {result['acc1']:.2f}%  top-5 {result['acc5']:.2f}%  "
+          f"loss {result['loss']:.4f}  ({result['count']} images)")
+    for name, acc in result["per_class_acc"].items():
+        print(f"  {name:20s} {acc:6.2f}%")
+    print(f"confusion matrix: {result['confusion_png']}")
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("eval", help="top-1/top-5, per-class accuracy and a confusion matrix of a checkpoint")
+    p.add_argument("checkpoint", help="a vitkit .safetensors file (e.g. runs/<run>/best.safetensors)")
+    p.add_argument("--data", required=True, help="digits, synthetic, cifar10, or a folder")
+    p.add_argument("--root", help="root folder for cifar10/cifar100 python batches")
+    p.add_argument("--data-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="an option of the dataset kind, as data.kwargs in training (e.g. num_samples=128)")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16", "int8"),
+                   help="int8: dynamic INT8 quantization of the Linear layers (CPU)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--hflip-tta", action="store_true",
+                   help="test-time augmentation: average the logits of each image and its mirror image")
+    p.add_argument("--out", help="folder for eval.json and confusion.png (default: <checkpoint dir>/eval-<split>)")
+    p.add_argument("--json", action="store_true", help="print the full result as JSON")
+    p.set_defaults(func=cmd_eval)

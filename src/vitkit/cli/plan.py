@@ -1,0 +1,89 @@
+"""`vitkit plan`: memory / FLOPs / time of a configuration; the work is in vitkit.plan's planner and measure."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..plan.planner import PlanRequest, format_plan, plan, runs_fused_attention
+
+    if not 0.0 <= args.token_dropout < 1.0:
+        raise ValueError(f"--token-dropout must be in [0, 1), got {args.token_dropout}")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    on_cpu = bool(args.gpu and args.gpu.lower().startswith("cpu")) or (args.measure and device.startswith("cpu"))
+    fused = not args.explicit_attention and runs_fused_attention("cpu" if on_cpu else "cuda", args.precision)
+    req = PlanRequest(
+        model=args.model, img_size=args.img_size, batch=args.batch, mode=args.mode, precision=args.precision,
+        optimizer=args.optimizer, grad_checkpointing=args.grad_checkpointing, accum=args.accum, devices=args.devices,
+        strategy=args.strategy, token_keep_rate=1.0 - args.token_dropout, gpu=args.gpu,
+        dataset_size=args.dataset_size, throughput=args.throughput, mfu=args.mfu,
+        fused_attention=fused,
+    )
+    result = plan(req)
+    out = result.as_dict()
+    if args.measure:
+        from ..models.registry import create_model
+        from ..plan.measure import measure_step
+
+        overrides = {"img_size": args.img_size} if args.img_size else {}
+        if req.token_keep_rate < 1.0:
+            overrides["token_keep_rate"] = req.token_keep_rate
+        model = create_model(args.model, **overrides)
+        meas = measure_step(model, req.micro_batch, req.mode, req.precision, req.optimizer, req.grad_checkpointing,
+                            device=device)
+        flops_pred = result.flops_train_per_image * req.micro_batch
+        out["measured"] = meas.as_dict() | {
+            "device": device,
+            "memory_error": (result.memory.peak - meas.peak_bytes) / meas.peak_bytes,
+            "flops_error": (flops_pred - meas.flops) / meas.flops if meas.flops else None,
+        }
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    print(format_plan(result))
+    if args.measure:
+        m = out["measured"]
+        print(f"\nmeasured on {m['device']} (micro-batch {req.micro_batch}, one steady-state step):")
+        print(f"  peak memory  predicted {result.memory.peak / 2**30:8.3f} GiB  measured {m['peak_bytes'] / 2**30:8.3f} GiB"
+              f"  error {100 * m['memory_error']:+.1f}%")
+        print(f"  FLOPs/step   predicted {flops_pred / 1e9:8.1f} G    measured {m['flops'] / 1e9:8.1f} G"
+              f"    error {100 * (m['flops_error'] or 0):+.2f}%")
+        rate = req.micro_batch / m["step_seconds"]
+        print(f"  step time    {m['step_seconds']:.3f} s  ->  {rate:.1f} img/s here, an epoch of "
+              f"{req.dataset_size:,} images in {req.dataset_size / rate / 3600:.2f} h")
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from ..plan.memory import OPTIMIZERS, PRECISIONS
+    from ..plan.planner import STRATEGIES
+
+    p = subparsers.add_parser("plan", help="memory / FLOPs / time of a configuration on common accelerators")
+    p.add_argument("model", help="registered model name, e.g. vit_base_patch16_224")
+    p.add_argument("--img-size", type=int, default=None, help="input resolution (default: the model's)")
+    p.add_argument("--batch", type=int, default=32, help="global batch per optimizer step (devices x accum x micro)")
+    p.add_argument("--mode", choices=("train", "infer"), default="train")
+    p.add_argument("--precision", choices=PRECISIONS, default="bf16")
+    p.add_argument("--optimizer", choices=tuple(OPTIMIZERS), default="adamw")
+    p.add_argument("--grad-checkpointing", action="store_true")
+    p.add_argument("--accum", type=int, default=1, help="gradient accumulation steps")
+    p.add_argument("--devices", type=int, default=1)
+    p.add_argument("--strategy", choices=STRATEGIES, default="single")
+    p.add_argument("--token-dropout", type=float, default=0.0, metavar="FRACTION",
+                   help="fraction of patch tokens dropped while training (0 = off)")
+    p.add_argument("--gpu", default=None, help="one accelerator (e.g. A100-80GB, RTX4090, cpu:64); default: the table")
+    p.add_argument("--dataset-size", type=int, default=1_281_167, help="images per epoch (default ImageNet-1k)")
+    p.add_argument("--throughput", type=float, default=None, help="known img/s, for the epoch time")
+    p.add_argument("--mfu", type=float, default=0.4, help="assumed model FLOPs utilisation for the epoch time")
+    p.add_argument("--explicit-attention", action="store_true",
+                   help="plan for non-fused (N x N) attention (implied for bf16 on a CPU target or --measure on a "
+                        "CPU: vitkit runs attention as two bf16 matmuls there)")
+    p.add_argument("--measure", action="store_true",
+                   help="also run the configuration here (one warm-up + one measured step) and print predicted vs measured")
+    p.add_argument("--device", default=None, help="device for --measure (default: cuda if available, else cpu)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.set_defaults(func=cmd_plan)
