@@ -55,7 +55,7 @@ def server(tmp_path_factory):
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     cmd = [
-        sys.executable, "-m", "vitkit.infer.cli_commands", "serve", str(ckpt), "--port", str(port),
+        sys.executable, "-m", "vitkit", "serve", str(ckpt), "--port", str(port),
         "--max-batch", "8", "--max-wait-ms", "300", "--max-bytes", "200000", "--max-pixels", "250000",
         "--topk", "3", "--log-level", "warning",
     ]
