@@ -18,10 +18,11 @@ from dataclasses import dataclass
 import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
-from starlette.datastructures import Headers, UploadFile
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.types import Message, Receive
 
 from ..data.decode import BadImageError, decode_rgb
 from .predict import Predictor
@@ -57,49 +58,26 @@ class ApiError(Exception):
 # --- metrics --------------------------------------------------------------------------------------------------------
 
 
-class Histogram:
-    """A Prometheus histogram: cumulative buckets, sum and count."""
+class ServeMetrics:
+    """Request counts by path and status, request latency, batch sizes and images classified.
 
-    def __init__(self, name: str, help_text: str, buckets: tuple[float, ...]) -> None:
-        self.name, self.help, self.buckets = name, help_text, buckets
-        self.counts = [0] * len(buckets)
-        self.sum = 0.0
-        self.count = 0
-
-    def observe(self, value: float) -> None:
-        self.sum += value
-        self.count += 1
-        for i, bound in enumerate(self.buckets):
-            if value <= bound:
-                self.counts[i] += 1
-
-    def render(self) -> list[str]:
-        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
-        for bound, n in zip(self.buckets, self.counts):
-            lines.append(f'{self.name}_bucket{{le="{bound:g}"}} {n}')
-        lines += [f'{self.name}_bucket{{le="+Inf"}} {self.count}', f"{self.name}_sum {self.sum:g}",
-                  f"{self.name}_count {self.count}"]
-        return lines
-
-
-class Metrics:
-    """Request counts by path and status, request latency and batch sizes; updated on the event loop only."""
+    The metrics live in a registry of their own rather than prometheus_client's global one, so that two apps in one
+    process (tests, or one service per model) count separately and do not collide on the metric names.
+    """
 
     def __init__(self) -> None:
-        self.requests: dict[tuple[str, int], int] = {}
-        self.latency = Histogram("vitkit_request_latency_seconds", "Time to answer a request.", LATENCY_BUCKETS)
-        self.batch_size = Histogram("vitkit_batch_size", "Images per model call (micro-batching).", BATCH_BUCKETS)
-        self.images = 0
+        self.registry = CollectorRegistry()
+        self.requests = Counter("vitkit_requests", "Requests answered, by path and status code.", ["path", "code"],
+                                registry=self.registry)
+        self.latency = Histogram("vitkit_request_latency_seconds", "Time to answer a request.",
+                                 buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.batch_size = Histogram("vitkit_batch_size", "Images per model call (micro-batching).",
+                                    buckets=BATCH_BUCKETS, registry=self.registry)
+        self.images = Counter("vitkit_images_predicted", "Images classified.", registry=self.registry)
 
-    def render(self) -> str:
-        lines = ["# HELP vitkit_requests_total Requests answered, by path and status code.",
-                 "# TYPE vitkit_requests_total counter"]
-        for (path, code), n in sorted(self.requests.items()):
-            lines.append(f'vitkit_requests_total{{path="{path}",code="{code}"}} {n}')
-        lines += self.latency.render() + self.batch_size.render()
-        lines += ["# HELP vitkit_images_predicted_total Images classified.", "# TYPE vitkit_images_predicted_total counter",
-                  f"vitkit_images_predicted_total {self.images}"]
-        return "\n".join(lines) + "\n"
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)
 
 
 # --- micro-batching -------------------------------------------------------------------------------------------------
@@ -166,7 +144,7 @@ class MicroBatcher:
 
 def create_app(predictor: Predictor, config: ServeConfig | None = None) -> FastAPI:
     config = config or ServeConfig()
-    metrics = Metrics()
+    metrics = ServeMetrics()
     batcher = MicroBatcher(
         lambda batch: predictor.probabilities(batch.to(predictor.device)).cpu(), config.max_batch,
         config.max_wait_ms / 1e3, metrics.batch_size.observe,
@@ -187,7 +165,7 @@ def create_app(predictor: Predictor, config: ServeConfig | None = None) -> FastA
         response = await call_next(request)
         key = (request.url.path if request.url.path in ("/predict", "/healthz", "/metrics") else "other",
                response.status_code)
-        metrics.requests[key] = metrics.requests.get(key, 0) + 1
+        metrics.requests.labels(*key).inc()
         if request.url.path == "/predict":
             metrics.latency.observe(time.perf_counter() - t0)
         return response
@@ -212,8 +190,8 @@ def create_app(predictor: Predictor, config: ServeConfig | None = None) -> FastA
         }
 
     @app.get("/metrics")
-    async def metrics_endpoint() -> PlainTextResponse:
-        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+    async def metrics_endpoint() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/predict")
     async def predict(request: Request) -> dict:
@@ -224,7 +202,7 @@ def create_app(predictor: Predictor, config: ServeConfig | None = None) -> FastA
         except BadImageError as err:
             raise ApiError(400, f"not a usable image: {err.reason}") from None
         probs = await batcher.submit(image)
-        metrics.images += 1
+        metrics.images.inc()
         top = predictor.topk(probs.unsqueeze(0), topk)[0]
         return {"model": model_name, "predictions": [{"label": lab, "prob": round(p, 6)} for lab, p in top]}
 
@@ -244,6 +222,22 @@ def _topk_param(request: Request, default: int, num_classes: int) -> int:
     return int(raw)
 
 
+class _BodyLimit:
+    """An ASGI ``receive`` that counts body bytes and answers 413 as soon as they pass the limit, so an oversized
+    upload is cut off while it streams in, whatever the Content-Length header claimed (or if there is none)."""
+
+    def __init__(self, receive: Receive, max_bytes: int) -> None:
+        self.receive, self.max_bytes, self.size = receive, max_bytes, 0
+
+    async def __call__(self) -> Message:
+        message = await self.receive()
+        if message["type"] == "http.request":
+            self.size += len(message.get("body", b""))
+            if self.size > self.max_bytes:
+                raise ApiError(413, f"request body exceeds the limit of {self.max_bytes} bytes")
+        return message
+
+
 async def _image_bytes(request: Request, max_bytes: int) -> bytes:
     """The uploaded image's bytes from a raw or multipart body, enforcing the size limit while reading."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -256,35 +250,27 @@ async def _image_bytes(request: Request, max_bytes: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise ApiError(413, f"request body of {int(declared)} bytes exceeds the limit of {max_bytes} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise ApiError(413, f"request body exceeds the limit of {max_bytes} bytes")
-        chunks.append(chunk)
-    body = b"".join(chunks)
+    if declared == "0":
+        raise ApiError(400, "empty request body: send an image")
+    limited = Request(request.scope, _BodyLimit(request.receive, max_bytes))
+    if is_multipart:
+        return await _multipart_file(limited, max_bytes)
+    body = await limited.body()
     if not body:
         raise ApiError(400, "empty request body: send an image")
-    if not is_multipart:
-        return body
-    return await _multipart_file(request.headers, body, max_bytes)
+    return body
 
 
-async def _multipart_file(headers: Headers, body: bytes, max_bytes: int) -> bytes:
-    async def stream() -> AsyncIterator[bytes]:
-        yield body
-
+async def _multipart_file(request: Request, max_bytes: int) -> bytes:
+    """The first file part's bytes; a body without one, or one the multipart parser refuses, is a 400."""
     try:
-        form = await MultiPartParser(headers, stream(), max_files=1, max_fields=16, max_part_size=max_bytes).parse()
-    except MultiPartException as err:
-        raise ApiError(400, f"malformed multipart body: {err.message}") from None
-    try:
-        uploads = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
-        if not uploads:
-            raise ApiError(400, "multipart body has no file part; send the image as a file field (e.g. 'file')")
-        return await uploads[0].read()
-    finally:
-        await form.close()
+        async with request.form(max_files=1, max_fields=16, max_part_size=max_bytes) as form:
+            uploads = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
+            if not uploads:
+                raise ApiError(400, "multipart body has no file part; send the image as a file field (e.g. 'file')")
+            return await uploads[0].read()
+    except StarletteHTTPException as err:  # how Starlette reports a malformed body inside an app
+        raise ApiError(400, f"malformed multipart body: {err.detail}") from None
 
 
 def serve(
@@ -298,4 +284,4 @@ def serve(
     uvicorn.run(create_app(predictor, config), host=host, port=port, log_level=log_level)
 
 
-__all__ = ["ApiError", "Histogram", "Metrics", "MicroBatcher", "ServeConfig", "create_app", "serve"]
+__all__ = ["ApiError", "MicroBatcher", "ServeConfig", "ServeMetrics", "create_app", "serve"]
