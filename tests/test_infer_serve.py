@@ -104,7 +104,7 @@ def test_predict_raw_and_multipart(server):
 def test_concurrent_requests_are_micro_batched(server):
     def _batch_stats() -> tuple[int, int, float]:
         text = _request(server + "/metrics")[2].decode()
-        ones = int(re.search(r'vitkit_batch_size_bucket\{le="1"\} (\d+)', text).group(1))
+        ones = int(re.search(r'vitkit_batch_size_bucket\{le="1.0"\} (\d+)', text).group(1))  # prometheus_client's "1.0"
         count = int(re.search(r"vitkit_batch_size_count (\d+)", text).group(1))
         total = float(re.search(r"vitkit_batch_size_sum (\S+)", text).group(1))
         return ones, count, total
@@ -158,6 +158,6 @@ def test_metrics_prometheus_format(server):
     text = body.decode()
     assert status == 200 and ctype.startswith("text/plain")
     assert "# TYPE vitkit_request_latency_seconds histogram" in text
-    assert re.search(r'vitkit_requests_total\{path="/predict",code="200"\} [1-9]', text)
+    assert re.search(r'vitkit_requests_total\{code="200",path="/predict"\} [1-9]', text)  # labels sorted by name
     assert "code=\"500\"" not in text  # no bad request above turned into a server error
     assert _request(server + "/healthz")[0] == 200  # and the server is still alive
