@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shutil
 import tempfile
 import warnings
@@ -31,9 +30,10 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from ..runtime import unwrap_model
 from ..utils.fileio import atomic_path
 from ..weights import io as weights_io
-from ..weights.hf import _P, HF_RULES
+from ..weights.hf import vitkit_to_hf_state
 from .preprocess import InferenceSpec
 
 EXPORT_FORMATS = ("onnx", "torchscript", "safetensors", "hf")
@@ -119,7 +119,7 @@ def export_model(
     already preprocessed by the model's own eval transform."""
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; expected one of {EXPORT_FORMATS}")
-    model = weights_io._unwrap(model).eval().to("cpu", torch.float32)
+    model = unwrap_model(model).eval().to("cpu", torch.float32)
     spec = InferenceSpec.from_model(model)
     inputs = _parity_inputs(spec, check_inputs, seed)
     out = Path(out)
@@ -276,73 +276,14 @@ def _hf_config(model: nn.Module, spec: InferenceSpec):
     )
 
 
-def _regex_template(regex: str) -> str:
-    """A rule's source regex as a format string: the optional ``vit.`` prefix kept, group n -> ``{n}``."""
-    text = regex.replace(_P, "vit.")
-    out, i, group = [], 0, 0
-    while i < len(text):
-        ch = text[i]
-        if ch == "\\":
-            out.append(text[i + 1])
-            i += 2
-        elif ch == "(":
-            depth = 0
-            for j in range(i, len(text)):
-                depth += {"(": 1, ")": -1}.get(text[j], 0)
-                if depth == 0:
-                    break
-            out.append(f"{{{group}}}")
-            group += 1
-            i = j + 1
-        else:
-            out.append(ch)
-            i += 1
-    return "".join(out)
-
-
-def _target_regex(target: str) -> re.Pattern:
-    """A rule's target (``blocks.\\1.norm1.\\2``) as a regex capturing what each back-reference stands for."""
-    parts = re.split(r"\\(\d)", target)
-    pattern = "".join(re.escape(p) if k % 2 == 0 else f"(?P<g{p}>[^.#]+)" for k, p in enumerate(parts))
-    return re.compile(pattern)
-
-
-def vitkit_to_hf_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The inverse of :data:`vitkit.weights.hf.HF_RULES`: vitkit keys -> ViTForImageClassification keys.
-
-    Derived from the import table itself (so the two directions cannot drift apart); the fused ``qkv`` projection
-    is split back into query/key/value along the output dimension.
-    """
-    inverse = []
-    for rule in HF_RULES:
-        if rule.target is None:
-            continue
-        base, _, part = rule.target.partition("#")
-        inverse.append((_target_regex(base), part, _regex_template(rule.source)))
-    out: dict[str, torch.Tensor] = {}
-    unmapped = []
-    for key, value in state.items():
-        hits = [(m, part, tmpl) for rx, part, tmpl in inverse if (m := rx.fullmatch(key))]
-        if not hits:
-            unmapped.append(key)
-            continue
-        for m, part, tmpl in hits:
-            groups = [m.group(f"g{n + 1}") for n in range(tmpl.count("{"))]
-            tensor = value.chunk(3, dim=0)["qkv".index(part)] if part else value
-            out[tmpl.format(*groups)] = tensor.contiguous()
-    if unmapped:
-        raise ValueError(f"no Hugging Face name for vitkit weights: {', '.join(unmapped)}")
-    return out
-
-
 def _export_hf(model: nn.Module, spec: InferenceSpec, out: Path, inputs: dict[str, torch.Tensor], atol: float) -> ExportReport:
     from transformers import ViTForImageClassification, ViTImageProcessor
 
     _check_hf_compatible(model)
     report = ExportReport("hf", out, atol, details={"class": "ViTForImageClassification"})
     with _staged(out) as tmp:
-        # The folder is written in the Hub's key layout (what HF_RULES reads and every transformers version loads);
-        # transformers itself then has to load it for the parity check.
+        # The folder is written in the Hub's key layout (weights.hf.HF_NAMES, the table the import reads too, and what
+        # every transformers version loads); transformers itself then has to load it for the parity check.
         tmp.mkdir()
         _hf_config(model, spec).save_pretrained(tmp)
         save_file(vitkit_to_hf_state(model.state_dict()), str(tmp / "model.safetensors"), metadata={"format": "pt"})

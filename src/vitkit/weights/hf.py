@@ -1,8 +1,9 @@
-"""Hugging Face ``ViTModel`` / ``ViTForImageClassification`` folders -> vitkit (mapping table + config.json)."""
+"""Hugging Face ``ViTModel`` / ``ViTForImageClassification`` <-> vitkit: one name table, read both ways, and config.json."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -10,29 +11,83 @@ import torch
 
 from .convert import Rule, apply_rules
 
-_P = r"(?:vit\.)?"  # ViTForImageClassification prefixes the backbone with "vit."; ViTModel does not
-_L = _P + r"encoder\.layer\.(\d+)\."
+# vitkit name <-> Hugging Face name, both directions from this one table; "{i}" is the block index. HF names are
+# ViTForImageClassification's: it prefixes the backbone with "vit.", ViTModel does not (the import accepts both).
+# "#q"/"#k"/"#v" marks the third of vitkit's fused qkv projection that HF keeps as a separate query/key/value.
+HF_PREFIX = "vit."
+HF_NAMES: tuple[tuple[str, str], ...] = (
+    ("cls_token", "vit.embeddings.cls_token"),
+    ("pos_embed", "vit.embeddings.position_embeddings"),
+    ("patch_embed.proj.weight", "vit.embeddings.patch_embeddings.projection.weight"),
+    ("patch_embed.proj.bias", "vit.embeddings.patch_embeddings.projection.bias"),
+    ("blocks.{i}.norm1.weight", "vit.encoder.layer.{i}.layernorm_before.weight"),
+    ("blocks.{i}.norm1.bias", "vit.encoder.layer.{i}.layernorm_before.bias"),
+    ("blocks.{i}.attn.qkv.weight#q", "vit.encoder.layer.{i}.attention.attention.query.weight"),
+    ("blocks.{i}.attn.qkv.bias#q", "vit.encoder.layer.{i}.attention.attention.query.bias"),
+    ("blocks.{i}.attn.qkv.weight#k", "vit.encoder.layer.{i}.attention.attention.key.weight"),
+    ("blocks.{i}.attn.qkv.bias#k", "vit.encoder.layer.{i}.attention.attention.key.bias"),
+    ("blocks.{i}.attn.qkv.weight#v", "vit.encoder.layer.{i}.attention.attention.value.weight"),
+    ("blocks.{i}.attn.qkv.bias#v", "vit.encoder.layer.{i}.attention.attention.value.bias"),
+    ("blocks.{i}.attn.proj.weight", "vit.encoder.layer.{i}.attention.output.dense.weight"),
+    ("blocks.{i}.attn.proj.bias", "vit.encoder.layer.{i}.attention.output.dense.bias"),
+    ("blocks.{i}.norm2.weight", "vit.encoder.layer.{i}.layernorm_after.weight"),
+    ("blocks.{i}.norm2.bias", "vit.encoder.layer.{i}.layernorm_after.bias"),
+    ("blocks.{i}.mlp.fc1.weight", "vit.encoder.layer.{i}.intermediate.dense.weight"),
+    ("blocks.{i}.mlp.fc1.bias", "vit.encoder.layer.{i}.intermediate.dense.bias"),
+    ("blocks.{i}.mlp.fc2.weight", "vit.encoder.layer.{i}.output.dense.weight"),
+    ("blocks.{i}.mlp.fc2.bias", "vit.encoder.layer.{i}.output.dense.bias"),
+    ("norm.weight", "vit.layernorm.weight"),
+    ("norm.bias", "vit.layernorm.bias"),
+    ("head.weight", "classifier.weight"),
+    ("head.bias", "classifier.bias"),
+)
+HF_IGNORED = ("vit.embeddings.mask_token",)  # only used for masked-image-modeling pretraining
 
-HF_RULES = [
-    Rule(_P + r"embeddings\.cls_token", "cls_token"),
-    Rule(_P + r"embeddings\.position_embeddings", "pos_embed"),
-    Rule(_P + r"embeddings\.patch_embeddings\.projection\.(weight|bias)", r"patch_embed.proj.\1"),
-    Rule(_P + r"embeddings\.mask_token", None),  # only used for masked-image-modeling pretraining
-    Rule(_L + r"layernorm_before\.(weight|bias)", r"blocks.\1.norm1.\2"),
-    Rule(_L + r"attention\.attention\.query\.(weight|bias)", r"blocks.\1.attn.qkv.\2#q"),
-    Rule(_L + r"attention\.attention\.key\.(weight|bias)", r"blocks.\1.attn.qkv.\2#k"),
-    Rule(_L + r"attention\.attention\.value\.(weight|bias)", r"blocks.\1.attn.qkv.\2#v"),
-    Rule(_L + r"attention\.output\.dense\.(weight|bias)", r"blocks.\1.attn.proj.\2"),
-    Rule(_L + r"layernorm_after\.(weight|bias)", r"blocks.\1.norm2.\2"),
-    Rule(_L + r"intermediate\.dense\.(weight|bias)", r"blocks.\1.mlp.fc1.\2"),
-    Rule(_L + r"output\.dense\.(weight|bias)", r"blocks.\1.mlp.fc2.\2"),
-    Rule(_P + r"layernorm\.(weight|bias)", r"norm.\1"),
-    Rule(r"classifier\.(weight|bias)", r"head.\1"),
+_QKV_PARTS = "qkv"
+
+
+def _hf_pattern(hf_name: str) -> str:
+    """An HF name template as a regex: the block index captured, the ``vit.`` prefix optional (ViTModel)."""
+    pattern = re.escape(hf_name).replace(re.escape("{i}"), r"(\d+)")
+    prefix = re.escape(HF_PREFIX)
+    return f"(?:{prefix})?" + pattern[len(prefix):] if pattern.startswith(prefix) else pattern
+
+
+HF_RULES = [Rule(_hf_pattern(hf), vitkit.replace("{i}", r"\1")) for vitkit, hf in HF_NAMES] + [
+    Rule(_hf_pattern(hf), None) for hf in HF_IGNORED
 ]
 
 
 def convert_hf(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Hugging Face (ViTForImageClassification or ViTModel) keys -> vitkit keys; returns (state, unmatched keys)."""
     return apply_rules(state, HF_RULES)
+
+
+def _vitkit_pattern(vitkit_name: str) -> re.Pattern:
+    return re.compile(re.escape(vitkit_name).replace(re.escape("{i}"), r"(?P<i>\d+)"))
+
+
+def vitkit_to_hf_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """vitkit keys -> ViTForImageClassification keys, by :data:`HF_NAMES` read the other way.
+
+    The fused ``qkv`` projection is split back into query/key/value along the output dimension.
+    """
+    inverse = []
+    for vitkit, hf in HF_NAMES:
+        base, _, part = vitkit.partition("#")
+        inverse.append((_vitkit_pattern(base), part, hf))
+    out: dict[str, torch.Tensor] = {}
+    unmapped = []
+    for key, value in state.items():
+        hits = [(m, part, hf) for pattern, part, hf in inverse if (m := pattern.fullmatch(key))]
+        if not hits:
+            unmapped.append(key)
+        for m, part, hf in hits:
+            tensor = value.chunk(3, dim=0)[_QKV_PARTS.index(part)] if part else value
+            out[hf.format(i=m.groupdict().get("i"))] = tensor.contiguous()
+    if unmapped:
+        raise ValueError(f"no Hugging Face name for vitkit weights: {', '.join(unmapped)}")
+    return out
 
 
 def read_hf_config(folder: str | Path) -> dict[str, Any]:
