@@ -110,7 +110,7 @@ def test_plan_table_and_largest_batch_is_the_boundary():
     result = plan(req)
     assert result.params == 86_567_656
     names = {a.name for a in result.accelerators}
-    assert {"RTX3060-12GB", "RTX3090-24GB", "RTX4090-24GB", "A100-40GB", "A100-80GB", "H100-80GB", "H200-141GB",
+    assert {"RTX3060-12GB", "RTX3090-24GB", "RTX4090-24GB", "A100-40GB", "A100-80GB", "H100-SXM-80GB", "H200-141GB",
             "L4-24GB", "T4-16GB"} <= names
     shape, params, _ = _shape(req)
     for fit in result.accelerators:

@@ -20,7 +20,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         model=args.model, img_size=args.img_size, batch=args.batch, mode=args.mode, precision=args.precision,
         optimizer=args.optimizer, grad_checkpointing=args.grad_checkpointing, accum=args.accum, devices=args.devices,
         strategy=args.strategy, token_keep_rate=1.0 - args.token_dropout, gpu=args.gpu,
-        dataset_size=args.dataset_size, throughput=args.throughput, mfu=args.mfu,
+        dataset_size=args.dataset_size, epochs=args.epochs, num_classes=args.num_classes, throughput=args.throughput,
         fused_attention=fused,
     )
     result = plan(req)
@@ -30,6 +30,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         from ..plan.measure import measure_step
 
         overrides = {"img_size": args.img_size} if args.img_size else {}
+        if args.num_classes:
+            overrides["num_classes"] = args.num_classes
         if req.token_keep_rate < 1.0:
             overrides["token_keep_rate"] = req.token_keep_rate
         model = create_model(args.model, **overrides)
@@ -41,6 +43,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
             "memory_error": (result.memory.peak - meas.peak_bytes) / meas.peak_bytes,
             "flops_error": (flops_pred - meas.flops) / meas.flops if meas.flops else None,
         }
+        if device.startswith("cuda"):
+            out["measured"] |= _predicted_cuda_step(req, args.gpu, device, meas.step_seconds)
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
@@ -52,10 +56,29 @@ def cmd_plan(args: argparse.Namespace) -> int:
               f"  error {100 * m['memory_error']:+.1f}%")
         print(f"  FLOPs/step   predicted {flops_pred / 1e9:8.1f} G    measured {m['flops'] / 1e9:8.1f} G"
               f"    error {100 * (m['flops_error'] or 0):+.2f}%")
+        if m.get("predicted_step_seconds"):
+            print(f"  step time    predicted {m['predicted_step_seconds']:8.4f} s    measured {m['step_seconds']:8.4f} s"
+                  f"    error {100 * m['step_time_error']:+.1f}%  ({m['predicted_on']}, {m['predicted_bound']}-bound)")
         rate = req.micro_batch / m["step_seconds"]
         print(f"  step time    {m['step_seconds']:.3f} s  ->  {rate:.1f} img/s here, an epoch of "
               f"{req.dataset_size:,} images in {req.dataset_size / rate / 3600:.2f} h")
     return 0
+
+
+def _predicted_cuda_step(req, gpu: str | None, device: str, measured_seconds: float) -> dict:
+    """The time model's step on the card --measure ran on (--gpu, else the table's match of the device's name)."""
+    import torch
+
+    from ..plan.gpus import accelerator_for_device, get_accelerator
+    from ..plan.planner import predicted_device_step
+
+    props = torch.cuda.get_device_properties(torch.device(device))
+    acc = get_accelerator(gpu) if gpu else accelerator_for_device(props.name, props.total_memory)
+    if acc is None or not acc.cuda:
+        return {"predicted_on": None, "predicted_step_seconds": None}
+    step = predicted_device_step(req, acc)
+    return {"predicted_on": acc.name, "predicted_step_seconds": step.seconds, "predicted_bound": step.bound,
+            "step_time_error": (step.seconds - measured_seconds) / measured_seconds}
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -75,10 +98,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--strategy", choices=STRATEGIES, default="single")
     p.add_argument("--token-dropout", type=float, default=0.0, metavar="FRACTION",
                    help="fraction of patch tokens dropped while training (0 = off)")
-    p.add_argument("--gpu", default=None, help="one accelerator (e.g. A100-80GB, RTX4090, cpu:64); default: the table")
+    p.add_argument("--gpu", default=None,
+                   help="one accelerator (e.g. A100-80GB, 'rtx 4090', cpu:64, custom:mem_gb=24,tflops=71,bw_gbs=936); "
+                        "default: the table")
     p.add_argument("--dataset-size", type=int, default=1_281_167, help="images per epoch (default ImageNet-1k)")
-    p.add_argument("--throughput", type=float, default=None, help="known img/s, for the epoch time")
-    p.add_argument("--mfu", type=float, default=0.4, help="assumed model FLOPs utilisation for the epoch time")
+    p.add_argument("--epochs", type=float, default=1.0, help="epochs of training, for the total time")
+    p.add_argument("--num-classes", type=int, default=None, help="classifier width (default: the model's)")
+    p.add_argument("--throughput", type=float, default=None,
+                   help="known img/s, for the time columns (default: the fitted GPU time model)")
     p.add_argument("--explicit-attention", action="store_true",
                    help="plan for non-fused (N x N) attention (implied for bf16 on a CPU target or --measure on a "
                         "CPU: vitkit runs attention as two bf16 matmuls there)")

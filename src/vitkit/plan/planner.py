@@ -1,4 +1,8 @@
-"""`vitkit plan`: will this configuration fit, on which card, how to make it fit, and how long will an epoch take."""
+"""`vitkit plan`: will this configuration fit, on which card, how to make it fit, and how long will it take.
+
+Time on a GPU comes from timing.py's per-kernel model (fitted on published measurements); on a CPU host, or when
+the user knows it, from a given throughput.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,11 @@ from typing import Any
 
 import torch
 
+from ..models.contract import VitkitModel
 from .flops import ViTShape, count_params, counted_flops, vit_flops
 from .gpus import ACCELERATORS, Accelerator, get_accelerator, overhead_bytes
 from .memory import MemoryEstimate, estimate_memory
+from .timing import FITTED, StepTime, TimeConstants, matmul_efficiency, step_kernels, step_time
 from .traced import TracedShape, trace_shape, traced_memory
 
 STRATEGIES = ("single", "ddp", "fsdp")
@@ -32,10 +38,17 @@ class PlanRequest:
     token_keep_rate: float = 1.0
     gpu: str | None = None
     dataset_size: int = 1_281_167  # ImageNet-1k train
-    throughput: float | None = None  # img/s, if known (overrides the MFU estimate)
-    mfu: float = 0.4
+    epochs: float = 1.0
+    num_classes: int | None = None  # None: the model's
+    throughput: float | None = None  # img/s, if known (overrides the time model)
     fused_attention: bool = True
     overrides: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("batch", "accum", "devices", "dataset_size", "epochs", "num_classes", "img_size", "throughput"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name.replace('_', '-')} must be positive, got {value}")
 
     @property
     def micro_batch(self) -> int:
@@ -55,6 +68,10 @@ class AcceleratorFit:
     suggestion: str  # cheapest change that makes it fit, if it does not
     suggestion_gib: float | None
     epoch_hours: float | None
+    total_hours: float | None = None  # epochs x epoch_hours
+    images_per_second: float | None = None
+    step_seconds: float | None = None  # one optimizer step of the global batch (accumulation included)
+    bound: str | None = None  # what takes most of a step: compute, memory, overhead; "given" for --throughput
 
 
 @dataclass
@@ -85,12 +102,14 @@ CLOSED_FORM_DEFAULTS = {"attention": "softmax", "rope": False, "mlp_dwconv": Fal
 TRACED_ARCHS = ("levit", "crossvit")
 
 
-def _meta_model(req: PlanRequest) -> torch.nn.Module:
+def _meta_model(req: PlanRequest) -> VitkitModel:
     from ..models.registry import create_model
 
     overrides = dict(req.overrides)
     if req.img_size is not None:
         overrides["img_size"] = req.img_size
+    if req.num_classes is not None:
+        overrides["num_classes"] = req.num_classes
     with torch.device("meta"):
         return create_model(req.model, **overrides)
 
@@ -103,9 +122,9 @@ def runs_fused_attention(device_type: str, precision: str) -> bool:
     return not (precision == "bf16" and runs_explicit_attention(device_type, torch.bfloat16))
 
 
-def _shape(req: PlanRequest, model: torch.nn.Module | None = None) -> tuple[ViTShape, int, torch.nn.Module]:
+def _shape(req: PlanRequest, model: VitkitModel | None = None) -> tuple[ViTShape, int, VitkitModel]:
     model = _meta_model(req) if model is None else model
-    arch = getattr(model, "arch", None)
+    arch = model.arch
     if arch not in PLANNABLE_EXTRA_TOKENS:
         raise ValueError(f"the planner models the plain ViT and DeiT in closed form and {', '.join(TRACED_ARCHS)} "
                          f"from a traced run; {req.model!r} is a {type(model).__name__} (arch {arch!r}), whose cost "
@@ -117,6 +136,12 @@ def _shape(req: PlanRequest, model: torch.nn.Module | None = None) -> tuple[ViTS
     shape = ViTShape.from_config(model.config, token_keep_rate=req.token_keep_rate)
     shape = replace(shape, num_prefix_tokens=shape.num_prefix_tokens + PLANNABLE_EXTRA_TOKENS[arch])
     return shape, count_params(model), model
+
+
+def closed_form_shape(req: PlanRequest) -> tuple[ViTShape, int]:
+    """The ViT / DeiT structure the closed forms read (DeiT's distillation token included), and its parameters."""
+    shape, params, _ = _shape(req)
+    return shape, params
 
 
 def _memory(req: PlanRequest, shape: ViTShape, params: int, micro_batch: int | None = None, **changes) -> MemoryEstimate:
@@ -191,19 +216,43 @@ def _cheapest_fit(req: PlanRequest, shape: ViTShape, params: int, acc: Accelerat
     return "does not fit even with bf16, checkpointing, micro-batch 1 and FSDP over 8", None
 
 
-def _epoch_hours(req: PlanRequest, acc: Accelerator, flops_per_image: int) -> float | None:
-    """Hours per epoch: from a given throughput, else from the card's peak rate times an assumed MFU."""
+def predict_step(req: PlanRequest, acc: Accelerator, shape: ViTShape, params: int,
+                 constants: TimeConstants = FITTED) -> StepTime:
+    """One optimizer step of the global batch on each of ``req.devices`` cards: ``accum`` micro-batch steps, each
+    timed by timing.py's kernel model (gradient communication across devices is not modelled)."""
+    kernels = step_kernels(shape, req.micro_batch, req.mode, req.precision, req.fused_attention, req.optimizer,
+                           params, req.grad_checkpointing and req.mode == "train")
+    micro = step_time(kernels, acc, req.precision, req.micro_batch, constants)
+    seconds = micro.seconds * req.accum
+    return replace(micro, seconds=seconds, compute_seconds=micro.compute_seconds * req.accum,
+                   memory_seconds=micro.memory_seconds * req.accum, overhead_seconds=micro.overhead_seconds * req.accum,
+                   images_per_second=req.batch / seconds)
+
+
+def predicted_device_step(req: PlanRequest, acc: Accelerator) -> StepTime:
+    """One device's step at the request's micro-batch (what ``--measure`` runs), predicted on ``acc``."""
+    one = replace(req, batch=req.micro_batch, accum=1, devices=1, strategy="single")
+    shape, params = closed_form_shape(one)
+    return predict_step(one, acc, shape, params)
+
+
+def _timed(fit: AcceleratorFit, req: PlanRequest, step: Callable[[], StepTime | None]) -> AcceleratorFit:
+    """Fill a fit's time columns: from a given throughput, else from ``step`` (None: nothing to time it on)."""
     if req.throughput:
-        return req.dataset_size / req.throughput / 3600
-    peak = acc.peak_tflops(req.precision)
-    if not peak:  # a CPU target without a measured rate
-        return None
-    return req.dataset_size * flops_per_image / (peak * 1e12 * req.mfu * req.devices) / 3600
+        fit.images_per_second, fit.step_seconds, fit.bound = req.throughput, req.batch / req.throughput, "given"
+    else:
+        timed = step()
+        if timed is None:
+            return fit
+        fit.images_per_second, fit.step_seconds, fit.bound = timed.images_per_second, timed.seconds, timed.bound
+    fit.epoch_hours = req.dataset_size / fit.images_per_second / 3600
+    fit.total_hours = fit.epoch_hours * req.epochs
+    return fit
 
 
 def plan(req: PlanRequest, accelerators: list[str] | None = None) -> Plan:
     model = _meta_model(req)
-    if getattr(model, "arch", None) in TRACED_ARCHS:
+    if model.arch in TRACED_ARCHS:
         return _traced_plan(req, model, accelerators)
     shape, params, meta_model = _shape(req, model)
     training = req.mode == "train"
@@ -227,11 +276,13 @@ def plan(req: PlanRequest, accelerators: list[str] | None = None) -> Plan:
         else:
             suggestion, suggestion_gib = _cheapest_fit(acc_req, shape, params, acc)
             suggestion += note
-        fits.append(AcceleratorFit(
+        fit = AcceleratorFit(
             name=acc.name, memory_gib=acc.memory_bytes / 2**30, needed_gib=need / 2**30, fits=ok,
             max_micro_batch=_max_micro_batch(req, shape, params, acc), suggestion=suggestion,
-            suggestion_gib=suggestion_gib, epoch_hours=_epoch_hours(acc_req, acc, train["total"] if training else fwd["total"]),
-        ))
+            suggestion_gib=suggestion_gib, epoch_hours=None,
+        )
+        fits.append(_timed(fit, acc_req, lambda acc=acc, r=acc_req: predict_step(r, acc, shape, params)
+                           if acc.cuda else None))
     return Plan(
         request=asdict(req), params=params, flops_forward_per_image=fwd["total"],
         flops_train_per_image=train["total"], flops_forward_counted=counted, flops_breakdown=train,
@@ -239,7 +290,7 @@ def plan(req: PlanRequest, accelerators: list[str] | None = None) -> Plan:
     )
 
 
-def _traced_plan(req: PlanRequest, model: torch.nn.Module, accelerators: list[str] | None) -> Plan:
+def _traced_plan(req: PlanRequest, model: VitkitModel, accelerators: list[str] | None) -> Plan:
     """The plan of an architecture without a closed form: counted FLOPs, traced memory (see traced.py)."""
     if req.grad_checkpointing or req.strategy == "fsdp" or req.token_keep_rate < 1.0:
         raise ValueError(f"{req.model!r} is planned from a traced run, which models neither gradient checkpointing, "
@@ -267,17 +318,30 @@ def _traced_plan(req: PlanRequest, model: torch.nn.Module, accelerators: list[st
                 suggestion_gib = _needed(acc, traced_memory(shape, micro, req.mode, req.precision, req.optimizer)) / 2**30
             else:
                 suggestion, suggestion_gib = "does not fit even at micro-batch 1 (traced plan: no FSDP modelled)", None
-        fits.append(AcceleratorFit(
+        fit = AcceleratorFit(
             name=acc.name, memory_gib=acc.memory_bytes / 2**30, needed_gib=need / 2**30,
             fits=need <= acc.memory_bytes, max_micro_batch=largest, suggestion=suggestion,
-            suggestion_gib=suggestion_gib, epoch_hours=_epoch_hours(acc_req, acc, flops),
-        ))
+            suggestion_gib=suggestion_gib, epoch_hours=None,
+        )
+        fits.append(_timed(fit, acc_req, lambda acc=acc, r=acc_req: _traced_step(r, acc, shape, flops)))
     return Plan(
         request=asdict(req), params=shape.params, flops_forward_per_image=shape.flops_forward,
         flops_train_per_image=shape.flops_train if training else shape.flops_forward,
         flops_forward_counted=shape.flops_forward, flops_breakdown={"counted": flops, "total": flops},
         memory=est, accelerators=fits,
     )
+
+
+def _traced_step(req: PlanRequest, acc: Accelerator, shape: TracedShape, flops_per_image: int) -> StepTime | None:
+    """No kernel list without a closed form: the counted FLOPs at the large-matmul efficiency (a lower bound on
+    time, labelled compute-bound)."""
+    if not acc.cuda:
+        return None
+    seconds = flops_per_image * req.batch / req.devices / (acc.peak_tflops(req.precision) * 1e12 * matmul_efficiency(
+        1 << 20)) + FITTED.step_overhead_s * req.accum
+    return StepTime(seconds=seconds, compute_seconds=seconds, memory_seconds=0.0, overhead_seconds=0.0,
+                    images_per_second=req.batch / seconds, bound="compute",
+                    tflops_achieved=flops_per_image * req.batch / req.devices / seconds / 1e12)
 
 
 def format_plan(p: Plan) -> str:
@@ -307,13 +371,26 @@ def format_plan(p: Plan) -> str:
         lines.append(f"  {label:22s} {value / gib:10.3f}")
     lines.append(f"  {'peak (tensors)':22s} {m.peak / gib:10.3f}   at {m.peak_phase}")
     lines.append("")
-    lines.append(f"{'accelerator':14s} {'memory':>7s} {'needs':>7s} {'fits':>5s} {'max micro-batch':>16s} "
-                 f"{'epoch (h)':>10s}  how to make it fit")
+    epochs = r.get("epochs", 1.0)
+    total = epochs != 1
+    lines.append(f"{'accelerator':15s} {'memory':>7s} {'needs':>7s} {'fits':>5s} {'max micro':>9s} {'img/s':>9s} "
+                 f"{'step (s)':>9s} {'bound':>8s} {'epoch (h)':>9s}" + (f" {f'{epochs:g} ep (h)':>10s}" if total else "")
+                 + "  how to make it fit")
     for a in p.accelerators:
-        hours = f"{a.epoch_hours:10.2f}" if a.epoch_hours is not None else f"{'-':>10s}"
+        timed = a.images_per_second is not None
+        cells = [f"{a.images_per_second:9.1f}", f"{a.step_seconds:9.3f}", f"{a.bound:>8s}", f"{a.epoch_hours:9.2f}"] \
+            if timed else [f"{'-':>9s}", f"{'-':>9s}", f"{'-':>8s}", f"{'-':>9s}"]
+        if total:
+            cells.append(f"{a.total_hours:10.1f}" if timed else f"{'-':>10s}")
         how = "" if a.fits else a.suggestion + (f" -> {a.suggestion_gib:.1f} GiB" if a.suggestion_gib else "")
-        lines.append(f"{a.name:14s} {a.memory_gib:7.1f} {a.needed_gib:7.2f} {'yes' if a.fits else 'no':>5s} "
-                     f"{a.max_micro_batch:16d} {hours}  {how}")
-    lines.append("needs = tensor peak (+ 0.5 GiB CUDA context + 8% allocator overhead on GPUs); epoch time from peak TFLOP/s x "
-                 f"MFU {r['mfu']} over {r['dataset_size']:,} images" + (" (given throughput)" if r["throughput"] else ""))
+        lines.append(f"{a.name:15s} {a.memory_gib:7.1f} {a.needed_gib:7.2f} {'yes' if a.fits else 'no':>5s} "
+                     f"{a.max_micro_batch:9d} " + " ".join(cells) + f"  {how}")
+    lines.append("needs = tensor peak (+ 0.5 GiB CUDA context + 8% allocator overhead on GPUs)")
+    if r["throughput"]:
+        lines.append(f"time from the given throughput, {r['throughput']:g} img/s, over {r['dataset_size']:,} "
+                     "images per epoch")
+    else:
+        lines.append(f"time over {r['dataset_size']:,} images per epoch, predicted (not measured) by a per-kernel "
+                     "roofline model fitted on timm's published RTX 3090 / 4090 tables (docs/planner.md); "
+                     "one device's step, no gradient communication; CPU hosts: give --throughput")
     return "\n".join(lines)
