@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from vitkit.models import layers  # noqa: E402
-from vitkit.utils.env import describe_environment  # noqa: E402
+from vitkit.runtime import machine_info  # noqa: E402
 from vitkit.utils.fileio import atomic_write_text  # noqa: E402
 
 # (name, batch, heads, tokens, head_dim)
@@ -83,7 +83,7 @@ def main() -> None:
                 rows.append(row)
                 print(f"{name:32s} {row['dtype']:8s} {row['pass']:16s} sdpa {row['sdpa_ms']:8.2f} ms  explicit "
                       f"{row['explicit_ms']:8.2f} ms  sdpa/explicit {row['sdpa_over_explicit']:.2f}", flush=True)
-    result = {"machine": describe_environment(), "threads": args.threads, "reps": args.reps, "rows": rows,
+    result = {"machine": machine_info(), "threads": args.threads, "reps": args.reps, "rows": rows,
               "rule": "vitkit takes the explicit path for bf16 on a CPU, SDPA otherwise"}
     atomic_write_text(Path(args.out), json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")

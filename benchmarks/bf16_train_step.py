@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import vitkit  # noqa: E402
 from vitkit.models import layers  # noqa: E402
-from vitkit.utils.env import describe_environment  # noqa: E402
+from vitkit.runtime import machine_info  # noqa: E402
 from vitkit.utils.fileio import atomic_write_text  # noqa: E402
 
 RACE_KWARGS = dict(conv_channels=[32, 64, 64, 128], conv_strides=[1, 2, 1, 2], embed_dim=128, depth=6, num_heads=4,
@@ -75,7 +75,7 @@ def main() -> None:
         "race baseline (timm vit_tiny_patch16_224, img 32, patch 4)":
             lambda: timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=4, num_classes=10),
     }
-    result = {"machine": describe_environment(), "batch": 128, "threads": args.threads, "models": {}}
+    result = {"machine": machine_info(), "batch": 128, "threads": args.threads, "models": {}}
     for name, make in models.items():
         model = make()
         fp32 = step_img_per_s(model, False, args.steps)

@@ -36,7 +36,7 @@ from torchvision.transforms import v2
 
 from vitkit.data import build_dataset
 from vitkit.plan.flops import counted_flops, register_flop_formulas
-from vitkit.utils.env import describe_environment, native_cpu_bf16
+from vitkit.runtime import machine_info, native_cpu_bf16
 from vitkit.utils.fileio import atomic_path, atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
@@ -240,7 +240,7 @@ def main() -> None:
     precision = args.baseline_precision
     if precision == "auto":
         precision = "bf16" if native_bf16() else "fp32"
-    result: dict = {"budget_s": args.budget, "cache_open_or_build_s": cache_s, "machine": describe_environment(),
+    result: dict = {"budget_s": args.budget, "cache_open_or_build_s": cache_s, "machine": machine_info(),
                     "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                     "command": " ".join(["python", *sys.argv])}
     if args.only != "baseline":

@@ -20,8 +20,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from _common import load, machine  # noqa: E402
+from _common import load  # noqa: E402
 
+from vitkit.runtime import machine_info  # noqa: E402
 from vitkit.train import load_config  # noqa: E402
 from vitkit.utils.fileio import atomic_write_text  # noqa: E402
 
@@ -87,7 +88,7 @@ def main() -> None:
                       "channels_last, fused AdamW; median of per-process medians",
               "model_kwargs": kwargs, "threads": args.threads, "rounds": args.rounds, "steps": args.steps,
               **summary, "speedup_retain_vs_default": round(speedup, 3),
-              "machine": machine(), "load_before": load_before, "load_after": load(),
+              "machine": machine_info(), "load_before": load_before, "load_after": load(),
               "torch": __import__("torch").__version__, "command": " ".join([Path(sys.executable).name] + sys.argv)}
     print(f"retain vs default: {speedup:.3f}x")
     atomic_write_text(Path(args.out), json.dumps(result, indent=2) + "\n")

@@ -24,10 +24,11 @@ from pathlib import Path
 
 import torch
 import torchvision
-from _common import cpu_model, load
+from _common import load
 from torchvision.transforms import v2
 
 from vitkit.data import BatchAugment, build_dataset, build_loader
+from vitkit.runtime import machine_info
 from vitkit.utils.fileio import atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict = {
         "benchmark": "data_throughput", "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "root": str(root.resolve()), "workers": args.workers, "batch_size": args.batch_size,
-        "machine": {"cpu": cpu_model(), "cores": os.cpu_count()}, "torch_threads_main": args.torch_threads,
+        "machine": machine_info(), "torch_threads_main": args.torch_threads,
         "torch": torch.__version__, "torchvision": torchvision.__version__, "python": platform.python_version(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "loadavg_before": load(),
     }

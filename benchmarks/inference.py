@@ -33,11 +33,11 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import vitkit  # noqa: E402
 from vitkit.data.decode import read_many_rgb  # noqa: E402
-from vitkit.infer.bench import build_runner, machine_info, percentile  # noqa: E402
+from vitkit.infer.bench import build_runner, percentile  # noqa: E402
 from vitkit.infer.export import export_model  # noqa: E402
 from vitkit.infer.preprocess import InferenceSpec  # noqa: E402
+from vitkit.runtime import machine_info, native_cpu_bf16  # noqa: E402
 from vitkit.utils.allocator import retain_freed_memory  # noqa: E402
-from vitkit.utils.env import native_cpu_bf16  # noqa: E402
 from vitkit.utils.fileio import atomic_write_text  # noqa: E402
 
 VITKIT_BACKENDS = ("eager_fp32", "compile_fp32", "compile_bf16", "onnx_fp32", "onnx_int8", "onnx_int8_static",

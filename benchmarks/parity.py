@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 import parity_cases as pc  # noqa: E402
-from vitkit.utils.env import describe_environment  # noqa: E402
+from vitkit.runtime import machine_info  # noqa: E402
 from vitkit.utils.fileio import atomic_write_text  # noqa: E402
 
 
@@ -43,7 +43,7 @@ def main() -> int:
         "tolerance": 1e-5,
         "worst_max_abs_diff": worst,
         "cases": [{"peer": p, "case": n, "config": c, "max_abs_diff": d} for p, n, c, d in rows],
-        "environment": describe_environment(),
+        "environment": machine_info(),
     }
     out = ROOT / "benchmarks" / "results" / "parity.json"
     atomic_write_text(out, json.dumps(result, indent=2) + "\n")

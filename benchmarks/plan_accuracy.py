@@ -27,7 +27,7 @@ from vitkit.plan.flops import ViTShape, vit_flops
 from vitkit.plan.measure import measure_step
 from vitkit.plan.memory import estimate_memory
 from vitkit.plan.planner import runs_fused_attention
-from vitkit.utils.env import describe_environment
+from vitkit.runtime import machine_info
 from vitkit.utils.fileio import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,7 +84,7 @@ def main() -> int:
     points = sorted(grid(args.models, args.sizes, args.batches),
                     key=lambda p: (p[1] * p[1] * p[2] * (3 if p[3] == "train" else 1), p))  # cheapest first
     rows = []
-    env = describe_environment()
+    env = machine_info()
     for model_name, size, batch, mode, precision, ckpt in points:
         torch.manual_seed(0)
         with torch.device("meta"):

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from vitkit.plan.planner import PlanRequest, plan
-from vitkit.utils.env import describe_environment
+from vitkit.runtime import machine_info
 from vitkit.utils.fileio import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,7 +46,7 @@ def main() -> int:
     out = ROOT / "benchmarks" / "results" / "plan_table.json"
     atomic_write_text(out, json.dumps({"rows": rows, "assumptions": "AdamW (fused), bf16 autocast, fused attention, "
                                        "needs = tensors + 0.5 GiB CUDA context + 8% allocator overhead",
-                                       "environment": describe_environment()}, indent=2) + "\n")
+                                       "environment": machine_info()}, indent=2) + "\n")
     return 0
 
 

@@ -26,9 +26,9 @@ sys.path.insert(0, str(ROOT / "src"))
 import vitkit  # noqa: E402
 from vitkit.data import build_dataset, build_loader, normalize_batch  # noqa: E402
 from vitkit.infer import InferenceSpec, OnnxModel, export_model, quantize_dynamic_int8, quantize_onnx_int8  # noqa: E402
-from vitkit.infer.bench import machine_info, percentile  # noqa: E402
-from vitkit.infer.predict import autocast_context  # noqa: E402
+from vitkit.infer.bench import percentile  # noqa: E402
 from vitkit.infer.quantize import save_quantized, top1_accuracy  # noqa: E402
+from vitkit.runtime import amp_context, machine_info  # noqa: E402
 from vitkit.utils.fileio import atomic_write_text  # noqa: E402
 
 
@@ -69,7 +69,7 @@ def main() -> int:
         bf16_model = model
 
         def bf16(x: torch.Tensor) -> torch.Tensor:
-            with autocast_context(torch.device("cpu"), "bf16"):
+            with amp_context(torch.device("cpu"), "bf16"):
                 return bf16_model(x).float()
 
         paths = {

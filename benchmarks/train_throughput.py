@@ -4,7 +4,7 @@ A step is forward + cross-entropy + backward + AdamW step + zero_grad on a fixed
 measures the model and optimizer path). Each library is used the way its own users train it:
 - timm: ``timm.create_model`` + ``torch.optim.AdamW(model.parameters())`` (torch defaults);
 - transformers: ``ViTForImageClassification`` (attn_implementation="sdpa") + ``torch.optim.AdamW`` (defaults);
-- vitkit: ``vitkit.create_model`` + ``vitkit.train.optim.build_optimizer`` (its param groups, fused AdamW).
+- vitkit: ``vitkit.create_model`` + ``vitkit.optim.build_optimizer`` (its param groups, fused AdamW).
 The three models hold the same weights (timm's seeded init, imported into vitkit and exported to transformers), so
 the architecture is identical: same width/depth/heads/MLP, class token, patch size, classes (checked: parameter
 counts and logits agree). Cells: vit_tiny_patch16_224 at 224 px and the 32 px patch-4 ViT-Ti (vit_tiny_patch4_32),
@@ -36,14 +36,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _common import load, machine
+from _common import load
 from torch import nn
 from torch.profiler import record_function
 
 import vitkit
-from vitkit.train.config import OptimConfig
-from vitkit.train.optim import build_optimizer
-from vitkit.utils.env import native_cpu_bf16
+from vitkit.optim import OptimConfig, build_optimizer
+from vitkit.runtime import machine_info, native_cpu_bf16
 from vitkit.utils.fileio import atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
@@ -266,13 +265,13 @@ def main() -> None:
         result = {
             "benchmark": "train_throughput",
             "command": "python benchmarks/train_throughput.py " + " ".join(sys.argv[1:]),
-            "machine": machine(), "threads": args.threads,
+            "machine": machine_info(), "threads": args.threads,
             "versions": {"torch": torch.__version__, "timm": timm.__version__, "transformers": transformers.__version__,
                          "vitkit": vitkit.__version__},
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "loadavg_start": load(),
             "method": "training step = forward + cross-entropy + backward + AdamW step + zero_grad on one fixed random "
                       "batch; after warm-up, rounds of one timed window per library in rotating order; median window",
-            "optimizers": {"vitkit": "vitkit.train.optim.build_optimizer(OptimConfig()): fused AdamW, no decay on "
+            "optimizers": {"vitkit": "vitkit.optim.build_optimizer(OptimConfig()): fused AdamW, no decay on "
                                      "norms/biases/embeddings", "timm": "torch.optim.AdamW(model.parameters())",
                            "hf": "torch.optim.AdamW(model.parameters())"},
             "quick": args.quick, "rounds": rounds, "compile_scope": args.compile_scope, "architecture_check": {}, "cells": [],

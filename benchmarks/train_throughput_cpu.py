@@ -23,8 +23,9 @@ import time
 from pathlib import Path
 
 import torch
-from _common import cpu_flags, cpu_model, load
+from _common import load
 
+from vitkit.runtime import machine_info
 from vitkit.train import load_config, train
 from vitkit.utils.fileio import atomic_write_text
 
@@ -88,8 +89,7 @@ def main() -> None:
     result = {
         "benchmark": "train_throughput_cpu",
         "command": "python benchmarks/train_throughput_cpu.py " + " ".join(sys.argv[1:]),
-        "cpu_flags": cpu_flags(),
-        "machine": {"cpu": cpu_model(), "cores": len(os.sched_getaffinity(0)), "platform": platform.platform()},
+        "machine": machine_info(),
         "torch": torch.__version__, "python": platform.python_version(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "loadavg_start": load(),
         "method": "median logged img/s of vitkit.train.train on synthetic data, first logging window dropped",

@@ -10,12 +10,12 @@ pytest.importorskip("peft")
 from vitkit.models.lora import (  # noqa: E402
     add_lora,
     load_adapters,
-    lora_memory,
     lora_parameter_count,
     merge_lora,
     save_adapters,
     trainable_parameters,
 )
+from vitkit.plan.lora import lora_memory  # noqa: E402
 
 TINY = dict(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3, num_classes=4)
 

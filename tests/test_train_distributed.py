@@ -31,6 +31,14 @@ def torchrun(args: list[str], cwd: Path, nproc: int = 2) -> subprocess.Completed
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
+def torchrun_killed(die_after_step: int, sets: list[str], cwd: Path, nproc: int = 2) -> subprocess.CompletedProcess:
+    """torchrun of tests/fault_driver.py: every rank dies hard after optimizer step ``die_after_step``."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           str(REPO / "tests" / "fault_driver.py"), str(die_after_step), *cli_sets(sets)]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
 def test_ddp_two_processes_match_one(tmp_path):
     out = tmp_path / "ddp"
     proc = torchrun(["train", *cli_sets([*TINY, *DDP_SAME, f"checkpoint.out_dir={out}"])], tmp_path)
@@ -49,12 +57,13 @@ def test_ddp_two_processes_match_one(tmp_path):
 def test_fsdp2_two_processes_crash_resume_match_one(tmp_path):
     """FSDP2 (fully_shard) on CPU/gloo: killed after step 3, resumed from the step-2 state, same weights as 1 process."""
     out = tmp_path / "fsdp"
-    sets = cli_sets([*TINY, *DDP_SAME, f"checkpoint.out_dir={out}", "dist.strategy=fsdp", "checkpoint.every_steps=2"])
-    crashed = torchrun(["train", *sets, "--set", "train.crash_after_steps=3"], tmp_path)
+    overrides = [*TINY, *DDP_SAME, f"checkpoint.out_dir={out}", "dist.strategy=fsdp", "checkpoint.every_steps=2"]
+    sets = cli_sets(overrides)
+    crashed = torchrun_killed(3, overrides, tmp_path)
     assert crashed.returncode != 0
     run_dir = next(out.iterdir())
     assert torch.load(run_dir / "last.pt", weights_only=True)["step"] == 2
-    resumed = torchrun(["train", *sets, "--resume", str(run_dir), "--set", "train.crash_after_steps=null"], tmp_path)
+    resumed = torchrun(["train", *sets, "--resume", str(run_dir)], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     single = train(tiny_config(tmp_path / "single", *DDP_SAME))
     diff = max_abs_diff(last_weights(run_dir), last_weights(single["run_dir"]))

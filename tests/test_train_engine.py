@@ -195,12 +195,12 @@ def test_hflip_tta_averages_the_logits_of_image_and_mirror():
 
 
 def test_auto_precision_picks_the_native_one(monkeypatch):
-    from vitkit.train.evaluate import resolve_precision
-    from vitkit.utils import env
+    from vitkit import runtime
+    from vitkit.runtime import resolve_precision
 
     cpu = torch.device("cpu")
     assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
-    monkeypatch.setattr(env, "native_cpu_bf16", lambda: True)
+    monkeypatch.setattr(runtime, "native_cpu_bf16", lambda: True)
     assert resolve_precision("auto", cpu) == "bf16"
-    monkeypatch.setattr(env, "native_cpu_bf16", lambda: False)
+    monkeypatch.setattr(runtime, "native_cpu_bf16", lambda: False)
     assert resolve_precision("auto", cpu) == "fp32"

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 import vitkit
-from vitkit.train.config import OptimConfig, ScheduleConfig
-from vitkit.train.optim import build_optimizer, build_scheduler, param_groups
+from vitkit.optim import OptimConfig, build_optimizer, param_groups
+from vitkit.train.config import ScheduleConfig
+from vitkit.train.schedule import build_scheduler
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from train_helpers import REPO, TINY, cli_sets, last_weights, run_cli, tiny_config
+from train_helpers import REPO, TINY, last_weights, run_cli, run_killed, tiny_config
 from vitkit.train import train
 from vitkit.train.checkpoint import load_train_state, resolve_resume, save_train_state
 
@@ -32,14 +32,14 @@ def test_resume_after_kill_mid_epoch_is_bitwise_identical(tmp_path):
     # Saves every 3 steps; the process dies hard (os._exit) after step 7, so it resumes from step 6 (epoch 2,
     # batch 4 of 8: mid-epoch) and must redo step 7 exactly.
     sets = [*TINY, *RANDOM_EVERYTHING, "checkpoint.every_steps=3", f"checkpoint.out_dir={tmp_path / 'crashed'}"]
-    crashed = run_cli(["train", *cli_sets(sets), "--set", "train.crash_after_steps=7"], tmp_path)
+    crashed = run_killed(7, sets, tmp_path)
     assert crashed.returncode == 3, crashed.stderr[-3000:]
     run_dir = next((tmp_path / "crashed").iterdir())
     state = load_train_state(run_dir / "last.pt")
     assert (state["step"], state["epoch"], state["loader"]["batches_done"]) == (6, 1, 4)
 
-    # the stored config.yaml is reused; only the crash switch is turned off
-    resumed = run_cli(["train", "--resume", str(run_dir), "--set", "train.crash_after_steps=null"], tmp_path)
+    # the stored config.yaml is reused
+    resumed = run_cli(["train", "--resume", str(run_dir)], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "test accuracy" in resumed.stdout
 

@@ -90,7 +90,7 @@ def test_two_heads_are_averaged_and_pre_logits_concatenate_the_branches():
 
 
 def test_optimizer_groups_use_no_weight_decay_and_layer_ids():
-    from vitkit.train.optim import param_groups
+    from vitkit.optim import param_groups
 
     model = tiny()
     assert model.no_weight_decay() == {"pos_embed_0", "pos_embed_1", "cls_token_0", "cls_token_1"}

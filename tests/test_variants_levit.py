@@ -94,7 +94,7 @@ def test_batchnorm_folding_keeps_the_eval_function():
 
 
 def test_optimizer_groups_use_no_weight_decay_and_layer_ids():
-    from vitkit.train.optim import param_groups
+    from vitkit.optim import param_groups
 
     model = tiny()
     names = dict(model.named_parameters())

@@ -42,6 +42,14 @@ def run_cli(args: list[str], tmp_path: Path, timeout: float = 240) -> subprocess
                           text=True, timeout=timeout)
 
 
+def run_killed(die_after_step: int, sets: list[str], tmp_path: Path, timeout: float = 240
+               ) -> subprocess.CompletedProcess:
+    """Train ``sets`` in a fresh process that dies hard (exit status 3) after optimizer step ``die_after_step``."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, str(REPO / "tests" / "fault_driver.py"), str(die_after_step),
+                           *cli_sets(sets)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
+
+
 def cli_sets(cfg_overrides: list[str]) -> list[str]:
     out = []
     for item in cfg_overrides:

@@ -124,6 +124,7 @@ def machine_info() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_native_bf16": native_cpu_bf16(),
+        "cpu_vector_flags": sorted(f for f in cpu_flags() if f.startswith(("avx", "amx"))),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "platform": platform.platform(),

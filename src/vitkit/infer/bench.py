@@ -20,8 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..utils.env import cpu_model, native_cpu_bf16
-from .predict import autocast_context, resolve_device
+from ..runtime import amp_context, machine_info, resolve_device
 
 BACKENDS = ("eager_fp32", "eager_bf16", "compile_fp32", "compile_bf16", "onnx_fp32", "onnx_int8", "onnx_int8_static",
             "torch_int8", "compile_int8")
@@ -52,7 +51,7 @@ def build_runner(
 
         @torch.inference_mode()
         def run(x: torch.Tensor) -> torch.Tensor:
-            with autocast_context(device, precision):  # compile traces under autocast: the casts join the graph
+            with amp_context(device, precision):  # compile traces under autocast: the casts join the graph
                 return forward(x)
 
         return run
@@ -130,25 +129,6 @@ def percentile(values: list[float], q: float) -> float:
     lo = int(pos)
     hi = min(lo + 1, len(s) - 1)
     return s[lo] + (s[hi] - s[lo]) * (pos - lo)
-
-
-def machine_info() -> dict[str, Any]:
-    info = {
-        "cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "cpu_native_bf16": native_cpu_bf16(),
-        "loadavg_start": list(os.getloadavg()),
-    }
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name()
-    from importlib.metadata import PackageNotFoundError, version
-
-    for package in ("onnxruntime", "torchao"):
-        try:
-            info[package] = version(package)
-        except PackageNotFoundError:
-            pass
-    return info
 
 
 def run_bench(

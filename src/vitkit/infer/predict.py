@@ -6,7 +6,6 @@ are reported by path and skipped, so one corrupt file never loses the rest of a 
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import glob
 import io
@@ -19,27 +18,10 @@ import torch
 from torch import nn
 
 from ..data.decode import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, BadImageError, read_many_rgb
+from ..runtime import amp_context, resolve_device
 from .preprocess import InferenceSpec, stack_transformed
 
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """'auto' / None -> CUDA when present, else CPU; anything else must exist on this machine."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device} requested but CUDA is not available on this machine")
-    return device
-
-
-def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16/fp16 run the fp32 weights under autocast (matmuls in low precision, softmax/norms in fp32)."""
-    if precision in ("fp32", "int8"):
-        return contextlib.nullcontext()
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    return torch.autocast(device.type, dtype=dtype)
 
 
 class Predictor:
@@ -82,7 +64,7 @@ class Predictor:
 
     @torch.inference_mode()
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
-        with autocast_context(self.device, self.precision):
+        with amp_context(self.device, self.precision):
             return self.model(batch.to(self.device)).float()
 
     def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
@@ -202,6 +184,6 @@ def format_predictions(predictions: Sequence[Prediction], fmt: str = "table") ->
 
 
 __all__ = [
-    "PRECISIONS", "Prediction", "PredictionRun", "Predictor", "autocast_context", "expand_inputs",
-    "format_predictions", "predict_paths", "resolve_device",
+    "PRECISIONS", "Prediction", "PredictionRun", "Predictor", "expand_inputs",
+    "format_predictions", "predict_paths",
 ]

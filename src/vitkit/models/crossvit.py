@@ -22,8 +22,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from .constants import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
+from .contract import VitkitModel
 from .layers import Block, DropPath, PatchEmbed, scaled_dot_product_attention, to_2tuple
-from .registry import register_arch
+from .registry import register_arch, register_model
 
 POOLING_KINDS = ("cls", "gap")
 
@@ -145,8 +147,9 @@ class MultiScaleBlock(nn.Module):
 
 
 @register_arch
-class CrossViT(nn.Module):
+class CrossViT(VitkitModel):
     arch = "crossvit"
+    embedding_params = ("patch_embed", "pos_embed", "cls_token")
 
     def __init__(
         self,
@@ -200,7 +203,6 @@ class CrossViT(nn.Module):
         self.num_classes = num_classes
         self.embed_dim = tuple(embed_dim)
         self.num_features = sum(embed_dim)
-        self.grad_checkpointing = False
 
         self.patch_embed = nn.ModuleList([
             MultiConvPatchEmbed(size, p, in_chans, d) if multi_conv else PatchEmbed(size, p, in_chans, d)
@@ -249,26 +251,11 @@ class CrossViT(nn.Module):
     def branch_cls_token(self, branch: int) -> nn.Parameter:
         return getattr(self, f"cls_token_{branch}")
 
-    # --- training helpers the engine relies on ----------------------------------------------------------------------
+    # --- the model contract (the rest is VitkitModel's defaults: layer_id counts the multi-scale blocks) -------------
+    # set_grad_checkpointing recomputes each multi-scale block (timm refuses; non-reentrant checkpointing takes lists)
 
     def no_weight_decay(self) -> set[str]:
         return {f"{kind}_{b}" for kind in ("pos_embed", "cls_token") for b in range(self.num_branches)}
-
-    def layer_id(self, param_name: str) -> int:
-        """Embeddings 0, multi-scale block i -> i + 1, final norms and heads last."""
-        if param_name.startswith(("patch_embed", "pos_embed", "cls_token")):
-            return 0
-        if param_name.startswith("blocks."):
-            return int(param_name.split(".")[1]) + 1
-        return len(self.blocks) + 1
-
-    @property
-    def num_layers(self) -> int:
-        return len(self.blocks) + 2
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each multi-scale block in backward (timm refuses; non-reentrant checkpointing takes lists)."""
-        self.grad_checkpointing = enable
 
     def reset_classifier(self, num_classes: int) -> None:
         self.num_classes = num_classes
@@ -334,22 +321,24 @@ def crossvit_kwargs(size: str, **extra: Any) -> dict[str, Any]:
     return dict(embed_dim=dims, depth=((1, blocks, 0),) * 3, num_heads=heads, mlp_ratio=mlp, **extra)
 
 
-def register_crossvits(register) -> None:
-    """Registry entries (called from registry.py): timm's names, and a 32 px model (patches 4 and 8)."""
-    from .registry import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
-
+def _register_crossvits() -> None:
+    """Registry entries: timm's names, and a 32 px model (patches 4 and 8)."""
     for size in CROSSVIT_CONFIGS:
-        register(f"crossvit_{size}_240", arch="crossvit", kwargs=crossvit_kwargs(size, img_size=240),
-                 mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct=0.875, tags=("timm",))
+        register_model(f"crossvit_{size}_240", arch="crossvit", kwargs=crossvit_kwargs(size, img_size=240),
+                       mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct=0.875, tags=("timm",))
     for size, res in (("9", 240), ("15", 240), ("18", 240), ("15", 408), ("18", 408)):
         scale = 224 / 240 if res == 240 else 384 / 408
-        register(f"crossvit_{size}_dagger_{res}", arch="crossvit",
-                 kwargs=crossvit_kwargs(size, img_size=res, img_scale=(1.0, scale), multi_conv=True),
-                 mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct=0.875 if res == 240 else 1.0, tags=("timm",))
-    register("crossvit_tiny_patch4_32", arch="crossvit",
-             kwargs=crossvit_kwargs("tiny", img_size=32, img_scale=(1.0, 1.0), patch_size=(4, 8), num_classes=10),
-             mean=CIFAR10_MEAN, std=CIFAR10_STD, crop_pct=1.0,
-             notes="CrossViT-Ti for CIFAR: 4 px patches (8x8 grid, width 96) and 8 px patches (4x4 grid, width 192)")
+        register_model(f"crossvit_{size}_dagger_{res}", arch="crossvit",
+                       kwargs=crossvit_kwargs(size, img_size=res, img_scale=(1.0, scale), multi_conv=True),
+                       mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct=0.875 if res == 240 else 1.0, tags=("timm",))
+    register_model("crossvit_tiny_patch4_32", arch="crossvit",
+                   kwargs=crossvit_kwargs("tiny", img_size=32, img_scale=(1.0, 1.0), patch_size=(4, 8), num_classes=10),
+                   mean=CIFAR10_MEAN, std=CIFAR10_STD, crop_pct=1.0,
+                   notes="CrossViT-Ti for CIFAR: 4 px patches (8x8 grid, width 96) and 8 px patches (4x4 grid, width "
+                         "192)")
 
 
-__all__ = ["CrossViT", "CROSSVIT_CONFIGS", "register_crossvits"]
+_register_crossvits()
+
+
+__all__ = ["CrossViT", "CROSSVIT_CONFIGS", "crossvit_kwargs"]

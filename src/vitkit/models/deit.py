@@ -11,13 +11,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .registry import register_arch
-from .vit import VisionTransformer
+from .constants import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
+from .layers import PatchDropout
+from .registry import register_arch, register_model
+from .vit import VisionTransformer, vit_kwargs
 
 
 @register_arch
 class DistilledVisionTransformer(VisionTransformer):
     arch = "deit"
+    embedding_params = (*VisionTransformer.embedding_params, "dist_token")
 
     def __init__(self, **kwargs):
         if not kwargs.get("class_token", True) or kwargs.get("pooling", "cls") != "cls":
@@ -30,7 +33,7 @@ class DistilledVisionTransformer(VisionTransformer):
         self.dist_token = nn.Parameter(torch.zeros(1, 1, self.embed_dim))
         if self.pos_embed is not None:  # one more prefix position for the distillation token
             self.pos_embed = nn.Parameter(torch.zeros(1, self.patch_embed.num_patches + 2, self.embed_dim))
-        if isinstance(self.patch_drop, nn.Module) and hasattr(self.patch_drop, "num_prefix_tokens"):
+        if isinstance(self.patch_drop, PatchDropout):
             self.patch_drop.num_prefix_tokens = 2
         self.head_dist = nn.Linear(self.embed_dim, self.num_classes) if self.num_classes > 0 else nn.Identity()
         self._init_distillation()
@@ -46,9 +49,6 @@ class DistilledVisionTransformer(VisionTransformer):
 
     def no_weight_decay(self) -> set[str]:
         return super().no_weight_decay() | {"dist_token"}
-
-    def layer_id(self, param_name: str) -> int:
-        return 0 if param_name == "dist_token" else super().layer_id(param_name)
 
     def set_distilled_training(self, enable: bool = True) -> None:
         """Training forward returns (class-head logits, distillation-head logits) instead of their mean."""
@@ -70,6 +70,23 @@ class DistilledVisionTransformer(VisionTransformer):
         if self.distilled_training and self.training:
             return x_cls, x_dist
         return (x_cls + x_dist) / 2
+
+
+def _register_deits() -> None:
+    """timm's DeiT names. The plain ones are ViTs trained with the DeiT recipe (ImageNet normalisation); the
+    distilled ones add the distillation token and head."""
+    for size, res in (("tiny", 224), ("small", 224), ("base", 224), ("base", 384)):
+        crop = 1.0 if res == 384 else 0.875
+        register_model(f"deit_{size}_patch16_{res}", kwargs=vit_kwargs(size, 16, img_size=res), mean=IMAGENET_MEAN,
+                       std=IMAGENET_STD, crop_pct=crop, tags=("timm",))
+        register_model(f"deit_{size}_distilled_patch16_{res}", arch="deit", kwargs=vit_kwargs(size, 16, img_size=res),
+                       mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct=crop, tags=("timm",))
+    register_model("deit_tiny_distilled_patch4_32", arch="deit",
+                   kwargs=vit_kwargs("tiny", 4, img_size=32, num_classes=10), mean=CIFAR10_MEAN, std=CIFAR10_STD,
+                   crop_pct=1.0, notes="DeiT-Ti with distillation token for CIFAR")
+
+
+_register_deits()
 
 
 __all__ = ["DistilledVisionTransformer"]

@@ -18,9 +18,10 @@ import torch
 from torch import nn
 from torchvision.models.resnet import Bottleneck
 
+from .constants import CIFAR10_MEAN, CIFAR10_STD
 from .layers import to_2tuple
-from .registry import register_arch
-from .vit import VisionTransformer
+from .registry import register_arch, register_model
+from .vit import VisionTransformer, vit_kwargs
 
 BACKBONES = ("resnet", "conv")
 
@@ -128,31 +129,31 @@ class HybridVisionTransformer(VisionTransformer):
         self.patch_embed = HybridEmbed(stem, stride, channels, patch_size, img_size, in_chans, self.embed_dim,
                                        strict_img_size=not self.dynamic_img_size)
         self.patch_size = stride * patch_size
-
-    def layer_id(self, param_name: str) -> int:
-        return super().layer_id(param_name)  # the stem lives under patch_embed: layer 0, like a patch projection
+        # the stem lives under patch_embed, so layer_id puts it in layer 0, like a patch projection
 
 
-def register_hybrids(register) -> None:
-    """Registry entries (called from registry.py). Sizes follow the ViT paper and AugReg."""
-    from .registry import CIFAR10_MEAN, CIFAR10_STD, _vit
+def _register_hybrids() -> None:
+    """Registry entries. Sizes follow the ViT paper and AugReg."""
+    register_model("vit_hybrid_r50_base_224", arch="hybrid",
+                   kwargs=vit_kwargs("base", 1, img_size=224, backbone="resnet", layers=(3, 4, 9)),
+                   notes="R50+ViT-B/16 of the ViT paper (ResNet-50 stages 1-3, stage 3 extended to 9 blocks)")
+    register_model("vit_hybrid_r26_small_224", arch="hybrid",
+                   kwargs=vit_kwargs("small", 1, img_size=224, backbone="resnet", layers=(2, 2, 2, 2)),
+                   notes="R26+S/32 of AugReg")
+    register_model("vit_hybrid_rti_tiny_224", arch="hybrid",
+                   kwargs=vit_kwargs("tiny", 4, img_size=224, backbone="resnet", layers=()),
+                   notes="R+Ti/16 of AugReg: ResNet root only (stride 4), 4x4 patches of its features")
+    register_model("vit_hybrid_conv_tiny_32", arch="hybrid",
+                   kwargs=vit_kwargs("tiny", 1, img_size=32, num_classes=10, backbone="conv", conv_channels=(48, 96)),
+                   mean=CIFAR10_MEAN, std=CIFAR10_STD, crop_pct=1.0,
+                   notes="light conv stem (two 3x3/2 convs) for CIFAR: an 8x8 token grid")
+    register_model("vit_hybrid_conv_small_224", arch="hybrid",
+                   kwargs=vit_kwargs("small", 1, img_size=224, backbone="conv",
+                                     conv_channels=(48, 96, 192, 384)) | {"depth": 11},
+                   notes="ViT-S with the convolutional stem of Xiao et al. 2021 (four 3x3/2 convs, one block fewer)")
 
-    register("vit_hybrid_r50_base_224", arch="hybrid",
-             kwargs=_vit("base", 1, img_size=224, backbone="resnet", layers=(3, 4, 9)),
-             notes="R50+ViT-B/16 of the ViT paper (ResNet-50 stages 1-3, stage 3 extended to 9 blocks)")
-    register("vit_hybrid_r26_small_224", arch="hybrid",
-             kwargs=_vit("small", 1, img_size=224, backbone="resnet", layers=(2, 2, 2, 2)),
-             notes="R26+S/32 of AugReg")
-    register("vit_hybrid_rti_tiny_224", arch="hybrid",
-             kwargs=_vit("tiny", 4, img_size=224, backbone="resnet", layers=()),
-             notes="R+Ti/16 of AugReg: ResNet root only (stride 4), 4x4 patches of its features")
-    register("vit_hybrid_conv_tiny_32", arch="hybrid",
-             kwargs=_vit("tiny", 1, img_size=32, num_classes=10, backbone="conv", conv_channels=(48, 96)),
-             mean=CIFAR10_MEAN, std=CIFAR10_STD, crop_pct=1.0,
-             notes="light conv stem (two 3x3/2 convs) for CIFAR: an 8x8 token grid")
-    register("vit_hybrid_conv_small_224", arch="hybrid",
-             kwargs=_vit("small", 1, img_size=224, backbone="conv", conv_channels=(48, 96, 192, 384)) | {"depth": 11},
-             notes="ViT-S with the convolutional stem of Xiao et al. 2021 (four 3x3/2 convs, one block fewer)")
+
+_register_hybrids()
 
 
 __all__ = ["HybridVisionTransformer", "HybridEmbed", "resnet_stem", "conv_stem"]

@@ -26,8 +26,10 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from .constants import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
+from .contract import VitkitModel
 from .layers import DropPath, scaled_dot_product_attention, to_2tuple
-from .registry import register_arch
+from .registry import register_arch, register_model
 
 STEM_STRIDES = (4, 8, 16)
 
@@ -324,7 +326,7 @@ ACTIVATIONS = {"hardswish": nn.Hardswish, "silu": nn.SiLU, "gelu": nn.GELU}
 
 
 @register_arch
-class LeViT(nn.Module):
+class LeViT(VitkitModel):
     arch = "levit"
 
     def __init__(
@@ -377,7 +379,6 @@ class LeViT(nn.Module):
         self.drop_rate = drop_rate
         self.distilled = distilled
         self.distilled_training = False
-        self.grad_checkpointing = False
 
         self.stem = ConvStem(in_chans, embed_dim[0], stem_stride, act)
         resolution = (self.img_size[0] // stem_stride, self.img_size[1] // stem_stride)
@@ -397,7 +398,7 @@ class LeViT(nn.Module):
         head = NormLinear(self.num_features, num_classes, self.drop_rate) if num_classes > 0 else nn.Identity()
         return head.to(device) if device is not None else head
 
-    # --- training helpers the engine relies on ----------------------------------------------------------------------
+    # --- the model contract (the rest is VitkitModel's defaults) -----------------------------------------------------
 
     def layers(self) -> list[nn.Module]:
         """Every block (shrink attentions included) in order of depth."""
@@ -423,9 +424,6 @@ class LeViT(nn.Module):
     @property
     def num_layers(self) -> int:
         return len(self.layers()) + 2
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
 
     def set_distilled_training(self, enable: bool = True) -> None:
         """Training forward returns (class-head logits, distillation-head logits) instead of their mean."""
@@ -524,17 +522,18 @@ def levit_kwargs(name: str, **extra: Any) -> dict[str, Any]:
     return dict(embed_dim=embed_dim, key_dim=key_dim, num_heads=num_heads, depth=depth, **extra)
 
 
-def register_levits(register) -> None:
-    """Registry entries (called from registry.py): timm's names, and a stride-4 stem model for 32 px images."""
-    from .registry import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
-
+def _register_levits() -> None:
+    """Registry entries: timm's names, and a stride-4 stem model for 32 px images."""
     for name in LEVIT_CONFIGS:
-        register(name, arch="levit", kwargs=levit_kwargs(name, img_size=224), mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                 crop_pct=0.9, tags=("timm",))
-    register("levit_128s_stem4_32", arch="levit",
-             kwargs=levit_kwargs("levit_128s", img_size=32, num_classes=10, stem_stride=4),
-             mean=CIFAR10_MEAN, std=CIFAR10_STD, crop_pct=1.0,
-             notes="LeViT-128S with a stride-4 stem for CIFAR: 8x8, 4x4, 2x2 token grids")
+        register_model(name, arch="levit", kwargs=levit_kwargs(name, img_size=224), mean=IMAGENET_MEAN,
+                       std=IMAGENET_STD, crop_pct=0.9, tags=("timm",))
+    register_model("levit_128s_stem4_32", arch="levit",
+                   kwargs=levit_kwargs("levit_128s", img_size=32, num_classes=10, stem_stride=4),
+                   mean=CIFAR10_MEAN, std=CIFAR10_STD, crop_pct=1.0,
+                   notes="LeViT-128S with a stride-4 stem for CIFAR: 8x8, 4x4, 2x2 token grids")
 
 
-__all__ = ["LeViT", "LEVIT_CONFIGS", "attention_bias_index", "register_levits"]
+_register_levits()
+
+
+__all__ = ["LeViT", "LEVIT_CONFIGS", "attention_bias_index", "levit_kwargs"]

@@ -5,7 +5,8 @@ attention's ``qkv`` and ``proj``, the MLP's ``fc1`` and ``fc2``; the same names 
 nothing here re-implements LoRA. What this module adds is vitkit's defaults and the three steps of a fine-tune:
 ``add_lora`` (freeze the base, train adapters + the new head), ``save_adapters`` / ``load_adapters`` (only the
 adapters are written, a few hundred KB, atomically), ``merge_lora`` (fold them into the base weights: a plain vitkit
-model again, for ``save_checkpoint`` and ONNX export). ``lora_memory`` gives the planner's numbers for it.
+model again, for ``save_checkpoint`` and ONNX export). ``vitkit.plan.lora.lora_memory`` gives the planner's numbers
+for it.
 """
 
 from __future__ import annotations
@@ -110,33 +111,5 @@ def lora_parameter_count(model: nn.Module, rank: int, targets: Sequence[str] = D
     return count
 
 
-def lora_memory(model_name: str, rank: int = 8, batch: int = 32, precision: str = "bf16", optimizer: str = "adamw",
-                targets: Sequence[str] = DEFAULT_TARGETS, grad_checkpointing: bool = False, **overrides):
-    """The planner's training-memory estimate for full fine-tuning and for LoRA: (full, lora) MemoryEstimates.
-
-    LoRA keeps every weight and (nearly) every activation, but gradients and optimizer states shrink to the
-    adapters and the head. Plain-ViT-shaped models only (the planner's domain: vit, deit).
-    """
-    import torch
-
-    from ..plan.flops import ViTShape, count_params
-    from ..plan.memory import estimate_memory
-    from .registry import create_model
-
-    with torch.device("meta"):
-        model = create_model(model_name, **overrides)
-    if getattr(model, "arch", None) not in ("vit", "deit"):
-        raise ValueError(f"the planner models plain ViTs and DeiT; {model_name!r} is a {type(model).__name__}")
-    shape = ViTShape.from_config(model.config)
-    params = count_params(model)
-    common = dict(mode="train", precision=precision, optimizer=optimizer, grad_checkpointing=grad_checkpointing,
-                  num_params=params)
-    full = estimate_memory(shape, batch, **common)
-    trainable = lora_parameter_count(model, rank, targets)
-    adapters = trainable - lora_parameter_count(model, 0, targets)  # the head is already among the params
-    lora = estimate_memory(shape, batch, **{**common, "num_params": params + adapters}, trainable_params=trainable)
-    return full, lora
-
-
 __all__ = ["DEFAULT_TARGETS", "add_lora", "save_adapters", "load_adapters", "merge_lora", "trainable_parameters",
-           "lora_parameter_count", "lora_memory"]
+           "lora_parameter_count"]

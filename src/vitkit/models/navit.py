@@ -18,8 +18,10 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from .constants import CIFAR10_MEAN, CIFAR10_STD
+from .contract import VitkitModel
 from .layers import Block, to_2tuple
-from .registry import register_arch
+from .registry import register_arch, register_model
 
 
 @dataclass
@@ -129,8 +131,9 @@ class PackCollate:
 
 
 @register_arch
-class NaViT(nn.Module):
+class NaViT(VitkitModel):
     arch = "navit"
+    embedding_params = ("patch_", "pos_embed", "embed_norm")
 
     def __init__(
         self,
@@ -162,7 +165,6 @@ class NaViT(nn.Module):
             self.config["img_size"] = list(to_2tuple(img_size))
         self.num_classes, self.num_features, self.embed_dim = num_classes, embed_dim, embed_dim
         self.patch_size, self.max_grid, self.max_seq_len = patch_size, max_grid, max_seq_len
-        self.grad_checkpointing = False
         self.patch_norm = nn.LayerNorm(patch_size * patch_size * in_chans, eps=norm_eps)
         self.patch_embed = nn.Linear(patch_size * patch_size * in_chans, embed_dim)
         self.pos_embed_row = nn.Parameter(torch.randn(max_grid, embed_dim) * 0.02)
@@ -181,20 +183,8 @@ class NaViT(nn.Module):
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 nn.init.zeros_(m.bias)
 
-    def no_weight_decay(self) -> set[str]:
+    def no_weight_decay(self) -> set[str]:  # the rest of the model contract is VitkitModel's defaults
         return {"pos_embed_row", "pos_embed_col"}
-
-    def layer_id(self, param_name: str) -> int:
-        if param_name.startswith("blocks."):
-            return int(param_name.split(".")[1]) + 1
-        return 0 if param_name.startswith(("patch_", "pos_embed", "embed_norm")) else len(self.blocks) + 1
-
-    @property
-    def num_layers(self) -> int:
-        return len(self.blocks) + 2
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
 
     def forward_features(self, packed: PackedBatch) -> torch.Tensor:
         """(S, L, D) token features; attention never crosses from one image (or the padding) to another."""
@@ -232,15 +222,12 @@ class NaViT(nn.Module):
         return self.head(self.head_drop(x))
 
 
-def register_navits(register) -> None:
-    from .registry import CIFAR10_MEAN, CIFAR10_STD
-
-    register("navit_tiny_patch16", arch="navit", kwargs=dict(patch_size=16, embed_dim=192, depth=12, num_heads=3,
-             max_grid=64, max_seq_len=256), notes="NaViT-Ti/16: any resolution up to 1024 px per side",
-             reference_size=224)
-    register("navit_tiny_patch4_32", arch="navit", kwargs=dict(patch_size=4, embed_dim=192, depth=12, num_heads=3,
-             num_classes=10, max_grid=16, max_seq_len=128), mean=CIFAR10_MEAN, std=CIFAR10_STD, crop_pct=1.0,
-             notes="NaViT-Ti/4 for CIFAR-sized images (up to 64 px)", reference_size=32)
+register_model("navit_tiny_patch16", arch="navit", kwargs=dict(patch_size=16, embed_dim=192, depth=12, num_heads=3,
+               max_grid=64, max_seq_len=256), notes="NaViT-Ti/16: any resolution up to 1024 px per side",
+               reference_size=224)
+register_model("navit_tiny_patch4_32", arch="navit", kwargs=dict(patch_size=4, embed_dim=192, depth=12, num_heads=3,
+               num_classes=10, max_grid=16, max_seq_len=128), mean=CIFAR10_MEAN, std=CIFAR10_STD, crop_pct=1.0,
+               notes="NaViT-Ti/4 for CIFAR-sized images (up to 64 px)", reference_size=32)
 
 
 __all__ = ["NaViT", "PackedBatch", "PackCollate", "pack_images", "image_to_patches"]

@@ -15,15 +15,20 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from .constants import CIFAR10_MEAN, CIFAR10_STD
+from .contract import VitkitModel
 from .layers import Block, PatchDropout, PatchEmbed, resample_pos_embed, sincos_2d_pos_embed, to_2tuple
+from .registry import register_arch, register_model
 
 POS_EMBED_KINDS = ("learned", "sincos2d", "none")
 POOLING_KINDS = ("cls", "gap")
 WEIGHT_INITS = ("timm", "jax")
 
 
-class VisionTransformer(nn.Module):
+@register_arch
+class VisionTransformer(VitkitModel):
     arch = "vit"
+    embedding_params = ("patch_embed", "cls_token", "reg_token", "pos_embed")
 
     def __init__(
         self,
@@ -105,7 +110,6 @@ class VisionTransformer(nn.Module):
         self.no_embed_class = no_embed_class or pos_embed == "sincos2d"
         self.pos_embed_kind = pos_embed
         self.dynamic_img_size = dynamic_img_size
-        self.grad_checkpointing = False
         use_fc_norm = pooling == "gap" if fc_norm is None else fc_norm
 
         self.patch_embed = PatchEmbed(
@@ -181,32 +185,10 @@ class VisionTransformer(nn.Module):
             nn.init.zeros_(self.head.weight)
             nn.init.zeros_(self.head.bias)
 
-    # --- training helpers the engine relies on ----------------------------------------------------------------------
+    # --- the model contract (the rest is VitkitModel's defaults) -----------------------------------------------------
 
     def no_weight_decay(self) -> set[str]:
-        """Parameters that must not be decayed besides norms and biases (found by the optimizer from their shape)."""
         return {"pos_embed", "cls_token", "reg_token"}
-
-    def layer_id(self, param_name: str) -> int:
-        """Depth index of a parameter for layer-wise lr decay: embeddings 0, block i -> i + 1, the rest last."""
-        if param_name.startswith(("patch_embed", "cls_token", "reg_token", "pos_embed")):
-            return 0
-        if param_name.startswith("blocks."):
-            return int(param_name.split(".")[1]) + 1
-        return len(self.blocks) + 1
-
-    @property
-    def num_layers(self) -> int:
-        return len(self.blocks) + 2
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.config["num_classes"] = num_classes
-        device = self.fc_norm.weight.device if isinstance(self.fc_norm, nn.LayerNorm) else self.blocks[0].norm1.weight.device
-        self.head = nn.Linear(self.embed_dim, num_classes, device=device) if num_classes > 0 else nn.Identity()
 
     def set_input_size(self, img_size: int | Sequence[int]) -> None:
         """Change the model's native resolution in place, resampling a learned position embedding."""
@@ -366,4 +348,94 @@ def conv_weight_as_linear(weight: torch.Tensor) -> torch.Tensor:
     return weight.permute(0, 2, 3, 1).reshape(weight.shape[0], -1)
 
 
-__all__ = ["VisionTransformer", "flatten_patches", "conv_weight_as_linear"]
+# --- the ViT family ------------------------------------------------------------------------------------------------
+
+VIT_SIZES = {  # (embed_dim, depth, num_heads): the ViT paper's and DeiT's sizes
+    "tiny": (192, 12, 3),
+    "small": (384, 12, 6),
+    "base": (768, 12, 12),
+    "large": (1024, 24, 16),
+    "huge": (1280, 32, 16),
+}
+
+
+def vit_kwargs(size: str, patch: int, **extra: Any) -> dict[str, Any]:
+    """Constructor arguments of a ViT size ('tiny' .. 'huge') and patch, plus ``extra``."""
+    dim, depth, heads = VIT_SIZES[size]
+    return dict(patch_size=patch, embed_dim=dim, depth=depth, num_heads=heads, **extra)
+
+
+def _register_vits() -> None:
+    """The plain-ViT entries of the registry (every DeiT name, plain or distilled, is in deit.py)."""
+    timm_names = [
+        ("tiny", 16, 224), ("tiny", 16, 384),
+        ("small", 16, 224), ("small", 16, 384), ("small", 32, 224), ("small", 32, 384),
+        ("base", 16, 224), ("base", 16, 384), ("base", 32, 224), ("base", 32, 384), ("base", 8, 224),
+        ("large", 16, 224), ("large", 16, 384), ("large", 32, 224), ("large", 32, 384),
+        ("huge", 14, 224),
+    ]
+    features_only = {("huge", 14, 224), ("large", 32, 224)}  # timm ships these as in21k backbones, no head
+    for size, patch, res in timm_names:
+        extra = {"num_classes": 0} if (size, patch, res) in features_only else {}
+        register_model(
+            f"vit_{size}_patch{patch}_{res}",
+            kwargs=vit_kwargs(size, patch, img_size=res, **extra),
+            crop_pct=1.0 if res == 384 else 0.9,
+            tags=("timm",),
+        )
+    # Register tokens (Darcet et al. 2024), with timm's names and layout (GAP, no class token).
+    for size in ("small", "base"):
+        register_model(
+            f"vit_{size}_patch16_reg4_gap_256",
+            kwargs=vit_kwargs(size, 16, img_size=256, class_token=False, no_embed_class=True, pooling="gap", reg_tokens=4),
+            crop_pct=0.95,
+            tags=("timm",) if size == "base" else (),
+        )
+    # SimpleViT: "Better plain ViT baselines for ImageNet-1k" (Beyer et al. 2022): sincos2d, GAP, zero head.
+    for size, patch in (("tiny", 16), ("small", 16), ("small", 32), ("base", 16), ("base", 32), ("large", 16)):
+        register_model(
+            f"simplevit_{size}_patch{patch}_224",
+            kwargs=vit_kwargs(
+                size, patch, img_size=224, class_token=False, pos_embed="sincos2d", pooling="gap", fc_norm=False,
+                weight_init="jax",
+            ),
+            notes="big_vision plain ViT baseline",
+        )
+    # Small images (CIFAR, 32x32): patch 4 gives an 8x8 grid, patch 2 a 16x16 grid.
+    for size, patch in (("tiny", 4), ("small", 4), ("tiny", 2)):
+        register_model(
+            f"vit_{size}_patch{patch}_32",
+            kwargs=vit_kwargs(size, patch, img_size=32, num_classes=10),
+            mean=CIFAR10_MEAN, std=CIFAR10_STD, crop_pct=1.0,
+        )
+        register_model(
+            f"simplevit_{size}_patch{patch}_32",
+            kwargs=vit_kwargs(
+                size, patch, img_size=32, num_classes=10, class_token=False, pos_embed="sincos2d", pooling="gap",
+                fc_norm=False, weight_init="jax",
+            ),
+            mean=CIFAR10_MEAN, std=CIFAR10_STD, crop_pct=1.0,
+        )
+    # The embedded default: a very small ViT for 8x8 digits (scikit-learn), trains in about a minute on a CPU.
+    register_model(
+        "vit_digits_patch2_8",
+        kwargs=dict(
+            img_size=8, patch_size=2, in_chans=1, num_classes=10, embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0,
+        ),
+        mean=(0.5,), std=(0.5,), crop_pct=1.0,
+        notes="embedded default for `vitkit train` on scikit-learn digits",
+    )
+    # Plain-ViT attention options on CIFAR-sized inputs (8x8 grid): local 4x4 windows, linear attention, 2D RoPE.
+    register_model("vit_tiny_window4_patch4_32", kwargs=vit_kwargs("tiny", 4, img_size=32, num_classes=10,
+                   attention="window", window_size=4, global_blocks=(5, 11)), mean=CIFAR10_MEAN, std=CIFAR10_STD,
+                   crop_pct=1.0)
+    register_model("vit_tiny_linear_patch4_32", kwargs=vit_kwargs("tiny", 4, img_size=32, num_classes=10,
+                   attention="linear"), mean=CIFAR10_MEAN, std=CIFAR10_STD, crop_pct=1.0)
+    register_model("vit_tiny_rope_patch4_32", kwargs=vit_kwargs("tiny", 4, img_size=32, num_classes=10, rope=True),
+                   mean=CIFAR10_MEAN, std=CIFAR10_STD, crop_pct=1.0)
+
+
+_register_vits()
+
+
+__all__ = ["VisionTransformer", "VIT_SIZES", "vit_kwargs", "flatten_patches", "conv_weight_as_linear"]

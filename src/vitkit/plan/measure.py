@@ -24,6 +24,8 @@ from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..optim import OptimConfig, apply_gradients, build_optimizer
+from ..runtime import amp_context, precision_dtype
 from .flops import register_flop_formulas
 
 EXECUTIONS = ("real", "fake")
@@ -41,12 +43,9 @@ class Measurement:
         return asdict(self)
 
 
-def build_optimizer(model: nn.Module, name: str, device: torch.device) -> torch.optim.Optimizer:
+def measured_optimizer(model: nn.Module, name: str, device: torch.device) -> torch.optim.Optimizer:
     """The optimizer `vitkit train` would build (its parameter groups and kernel choice), so measurements match."""
-    from ..train.config import OptimConfig
-    from ..train.optim import build_optimizer as engine_optimizer
-
-    return engine_optimizer(model, OptimConfig(name=name, lr=1e-4), device)
+    return build_optimizer(model, OptimConfig(name=name, lr=1e-4), device)
 
 
 def _fake_parameters(model: nn.Module, mode: FakeTensorMode, device: torch.device, dtype: torch.dtype | None) -> None:
@@ -62,6 +61,11 @@ def _fake_parameters(model: nn.Module, mode: FakeTensorMode, device: torch.devic
                 with mode:
                     module._buffers[name] = torch.empty(b.shape, dtype=dtype if b.is_floating_point() and dtype else b.dtype,
                                                         device=device)
+
+
+def _low_precision_dtype(precision: str) -> torch.dtype | None:
+    """The dtype inference casts the weights to; None for fp32 (nothing to cast)."""
+    return None if precision == "fp32" else precision_dtype(precision)
 
 
 def _make_step(model: nn.Module, batch: int, mode: str, precision: str, optimizer: str, device: torch.device
@@ -83,22 +87,19 @@ def _make_step(model: nn.Module, batch: int, mode: str, precision: str, optimize
         return infer_step, [model, x]
 
     model.train()
-    opt = build_optimizer(model, optimizer, device)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    opt = measured_optimizer(model, optimizer, device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16" and device.type == "cuda")
     for p in model.parameters():  # create the optimizer states without a forward pass: steady state from step one
         p.grad = torch.zeros_like(p)
     opt.step()
     opt.zero_grad(set_to_none=True)
 
-    def train_step() -> None:
-        with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+    def train_step() -> None:  # the training loop's forward, loss and optimizer step (without clipping)
+        with amp_context(device, precision):
             out = model(x)
         loss = nn.functional.cross_entropy(out.float(), y)
         scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        opt.zero_grad(set_to_none=True)
+        apply_gradients(opt, scaler)
 
     return train_step, [model, opt, x, y]
 
@@ -107,7 +108,7 @@ def _prepare(model: nn.Module, mode: str, precision: str, ckpt: bool, device: to
     if hasattr(model, "set_grad_checkpointing"):
         model.set_grad_checkpointing(ckpt)
     if mode == "infer" and precision in ("bf16", "fp16"):
-        model = model.to({"bf16": torch.bfloat16, "fp16": torch.float16}[precision])
+        model = model.to(precision_dtype(precision))
     return model.to(device)
 
 
@@ -126,7 +127,7 @@ def count_step_flops(model: nn.Module, batch: int, mode: str = "train", precisio
     """FLOPs of one step as torch's counter sees it, on a fake copy (no memory, no arithmetic)."""
     register_flop_formulas()
     device = torch.device(device)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision) if mode == "infer" else None
+    dtype = _low_precision_dtype(precision) if mode == "infer" else None
     twin, fake_mode = fake_copy(model, device, dtype)
     if hasattr(twin, "set_grad_checkpointing"):
         twin.set_grad_checkpointing(grad_checkpointing)
@@ -164,7 +165,7 @@ def measure_step(
         from torch.distributed._tools.mem_tracker import MemTracker
 
         fake_mode = FakeTensorMode()
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision) if mode == "infer" else None
+        dtype = _low_precision_dtype(precision) if mode == "infer" else None
         _fake_parameters(model, fake_mode, device, dtype)
         if hasattr(model, "set_grad_checkpointing"):
             model.set_grad_checkpointing(grad_checkpointing)

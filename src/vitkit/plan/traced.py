@@ -23,11 +23,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..runtime import PRECISION_DTYPES
 from .flops import count_params
 from .measure import count_step_flops, fake_copy
 from .memory import OPTIMIZERS, MemoryEstimate
 
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def largest_layer_io_bytes(model: nn.Module, batch: int, dtype: torch.dtype = to
 
 def trace_shape(name: str, model: nn.Module, precision: str) -> TracedShape:
     """Trace fake copies of a (meta) model at batch 2 and 4 (BatchNorm needs more than one image to train)."""
-    if precision not in _DTYPES:
+    if precision not in PRECISION_DTYPES:
         raise ValueError(f"{type(model).__name__} is planned from a traced run, which has no {precision!r} "
                          f"(int8 weights are estimated for the plain ViT only); use fp32, bf16 or fp16")
     h, w = model.config["img_size"]
@@ -108,7 +108,7 @@ def trace_shape(name: str, model: nn.Module, precision: str) -> TracedShape:
     # device decomposes it, and the counter's backward formulas differ by kernel)
     fwd = count_step_flops(model, 2, "infer") // 2
     train = count_step_flops(model, 2, "train") // 2
-    dtype = _DTYPES[precision]
+    dtype = PRECISION_DTYPES[precision]
     s2, s4 = saved_activation_bytes(model, 2, dtype), saved_activation_bytes(model, 4, dtype)
     per_image = (s4 - s2) // 2
     fixed = max(s2 - 2 * per_image, 0) + (2 * params if dtype != torch.float32 else 0)
@@ -118,7 +118,7 @@ def trace_shape(name: str, model: nn.Module, precision: str) -> TracedShape:
 
 def traced_memory(shape: TracedShape, batch: int, mode: str, precision: str, optimizer: str) -> MemoryEstimate:
     """Peak bytes of one step at ``batch`` images (see the module docstring for the bound)."""
-    act_bytes = _DTYPES[precision].itemsize
+    act_bytes = PRECISION_DTYPES[precision].itemsize
     inputs = batch * shape.in_chans * shape.img_size[0] * shape.img_size[1] * 4 + batch * 8
     notes = [f"{shape.name}: traced on fake tensors (saved tensors + flop_counter), not the ViT closed form"]
     if mode == "infer":

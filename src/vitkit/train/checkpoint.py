@@ -17,7 +17,7 @@ import torch
 
 from ..utils.fileio import atomic_path, load_weights_only
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 
 def capture_rng(generator: torch.Generator | None = None) -> dict[str, Any]:

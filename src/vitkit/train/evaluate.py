@@ -5,7 +5,6 @@ Used by the training loop for validation and by ``vitkit eval CHECKPOINT`` on it
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -15,28 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..runtime import amp_context
 from ..utils.fileio import atomic_path, atomic_write_text
 from .distributed import DistInfo, all_reduce_max, all_reduce_sum
-
-AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """'auto' -> the fastest autocast precision this device runs natively; any other value is returned as is."""
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    from ..utils.env import native_cpu_bf16
-
-    return "bf16" if device.type == "cpu" and native_cpu_bf16() else "fp32"
-
-
-def autocast(device: torch.device, precision: str):
-    """torch.amp autocast for 'bf16' / 'fp16', nothing for 'fp32'."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=AUTOCAST_DTYPES[precision])
 
 
 def prepare_batch(images: torch.Tensor, mean, std, out_size: tuple[int, int] | None) -> torch.Tensor:
@@ -78,7 +58,7 @@ def evaluate(
     for images, labels in loader:
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         x = prepare_batch(images, mean, std, out_size)
-        with autocast(device, precision):
+        with amp_context(device, precision):
             logits = model(x).float()
             if hflip_tta:
                 logits = (logits + model(x.flip(-1)).float()) / 2
@@ -89,7 +69,7 @@ def evaluate(
             num_classes, num_classes
         )
     for _ in range(dummy_batches):
-        with autocast(device, precision):
+        with amp_context(device, precision):
             model(prepare_batch(images[:1], mean, std, out_size))
     model.train(was_training)
     if info is not None and info.enabled:
@@ -189,4 +169,4 @@ def evaluate_checkpoint(
     return result
 
 
-__all__ = ["evaluate", "evaluate_checkpoint", "plot_confusion", "autocast", "prepare_batch", "resolve_precision"]
+__all__ = ["evaluate", "evaluate_checkpoint", "plot_confusion", "prepare_batch"]

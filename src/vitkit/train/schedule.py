@@ -1,8 +1,5 @@
-"""Optimizer parameter groups and learning-rate schedules, all from torch.optim.
-
-Groups: weight decay only on matrices (never on norms, biases, or what the model lists in ``no_weight_decay()``:
-position embeddings, class and register tokens), and with layer-wise lr decay each depth (``model.layer_id``) gets
-its own lr scale. Schedules are ``LambdaLR`` multipliers of each group's peak lr, stepped once per optimizer step.
+"""Learning-rate schedules: ``LambdaLR`` multipliers of each parameter group's peak lr, stepped once per optimizer
+step (the groups themselves: vitkit.optim).
 """
 
 from __future__ import annotations
@@ -10,55 +7,8 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
 
-from .config import OptimConfig, ScheduleConfig
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The plain model inside torch.compile / DDP wrappers, whose parameter names the model's helpers understand."""
-    model = getattr(model, "_orig_mod", model)
-    return getattr(model, "module", model)
-
-
-def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0) -> list[dict]:
-    """Parameter groups keyed by (layer scale, decay or not). Each group carries its peak ``lr_scale``."""
-    model = unwrap_model(model)
-    skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
-    use_layers = layer_decay < 1.0 and hasattr(model, "layer_id")
-    num_layers = model.num_layers if use_layers else 1
-    groups: dict[tuple[int, bool], dict] = {}
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        no_decay = param.ndim <= 1 or name in skip or name.split(".")[0] in skip
-        layer = model.layer_id(name) if use_layers else 0
-        key = (layer, no_decay)
-        if key not in groups:
-            scale = layer_decay ** (num_layers - 1 - layer) if use_layers else 1.0
-            groups[key] = {
-                "params": [], "names": [], "weight_decay": 0.0 if no_decay else weight_decay, "lr_scale": scale,
-            }
-        groups[key]["params"].append(param)
-        groups[key]["names"].append(name)
-    return [groups[k] for k in sorted(groups)]
-
-
-def build_optimizer(model: nn.Module, cfg: OptimConfig, device: torch.device) -> torch.optim.Optimizer:
-    groups = param_groups(model, cfg.weight_decay, cfg.layer_decay)
-    for g in groups:
-        g["lr"] = cfg.lr * g["lr_scale"]
-        del g["names"]  # optimizer state dicts must hold only tensors and primitives
-    impl = cfg.impl
-    if impl == "auto":  # fused kernels exist for CUDA and (since torch 2.4) CPU AdamW; SGD fused is CUDA only
-        impl = "fused" if (cfg.name == "adamw" or device.type == "cuda") else "foreach"
-    flags = {"fused": impl == "fused", "foreach": impl == "foreach"}
-    if impl == "loop":
-        flags = {"foreach": False}
-    if cfg.name == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, **flags)
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
-                           nesterov=cfg.nesterov and cfg.momentum > 0, **flags)
+from .config import ScheduleConfig
 
 
 class LRMultiplier:
@@ -107,4 +57,4 @@ def build_scheduler(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
 
 
-__all__ = ["param_groups", "build_optimizer", "build_scheduler", "LRMultiplier", "unwrap_model"]
+__all__ = ["build_scheduler", "LRMultiplier"]

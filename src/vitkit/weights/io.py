@@ -16,6 +16,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ..models.registry import build_from_config
+from ..runtime import unwrap_model
 from ..utils.fileio import atomic_path, load_weights_only
 from .convert import LoadReport, load_into_model
 
@@ -23,15 +24,9 @@ FORMAT_TAG = "vitkit"
 FORMAT_VERSION = "1"
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The plain module inside DDP / torch.compile wrappers (their state-dict keys carry prefixes)."""
-    model = getattr(model, "_orig_mod", model)
-    return getattr(model, "module", model)
-
-
 def save_checkpoint(model: nn.Module, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
     """Write weights + config atomically as safetensors. ``metadata`` (JSON-able) is stored too, e.g. class names."""
-    model = _unwrap(model)
+    model = unwrap_model(model)
     if not hasattr(model, "config") or not hasattr(model, "arch"):
         raise TypeError(f"{type(model).__name__} is not a vitkit model (it has no .config / .arch)")
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
