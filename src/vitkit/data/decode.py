@@ -1,7 +1,7 @@
 """Safe image decoding to uint8 RGB: libjpeg-turbo (torchvision.io) for JPEG, PIL for everything else.
 
 Width x height is checked before any pixel is allocated, so decompression bombs are refused instead of running
-the machine out of memory: baseline and grayscale JPEGs by reading their SOF header (a few microseconds), then
+the machine out of memory: baseline and grayscale JPEGs by reading their SOF header (see :func:`jpeg_header`), then
 decoded in batches by ``torchvision.io.decode_jpeg`` (libjpeg-turbo, 2-3x faster than PIL); everything else
 (PNG, WebP, BMP, palette, CMYK, 16-bit, JPEGs libjpeg-turbo rejects) through PIL, whose ``Image.open`` checks the
 size against the limit and whose ``convert("RGB")`` handles the modes.
@@ -41,7 +41,13 @@ _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start-of-fra
 
 
 def jpeg_header(data: bytes) -> tuple[int, int, int] | None:
-    """(width, height, components) from a JPEG's start-of-frame segment, or None if it cannot be found."""
+    """(width, height, components) from a JPEG's start-of-frame segment, or None if it cannot be found.
+
+    Kept instead of PIL's header read (``Image.open(...).size``): PIL's JPEG plugin parses every marker segment in
+    Python, which makes decoding small JPEGs markedly slower (benchmarks/jpeg_header.py writes the comparison to
+    benchmarks/results/jpeg_header.json). Only the frame size and component count are read; anything unusual
+    returns None and goes to PIL.
+    """
     if data[:2] != b"\xff\xd8":
         return None
     i, n = 2, len(data)
