@@ -59,6 +59,9 @@ def test_run_directory_outputs(tmp_path):
     summary = train(tiny_config(tmp_path, "log.tensorboard=true", "log.curves=true", "log.every_steps=1",
                                 "log.block_grad_every=2", "train.ema=true", "checkpoint.keep_last=1"))
     run = Path(summary["run_dir"])
+    from vitkit.viz.report import write_run_outputs  # the figures come from the command that ran the training
+
+    assert write_run_outputs(run, curves=True, report=False) == [run / "curves.png"]
     for name in ("config.yaml", "metrics.jsonl", "summary.json", "curves.png", "best.safetensors", "ema.safetensors",
                  "last.pt", "last-epoch0002.pt"):
         assert (run / name).is_file(), name

@@ -26,6 +26,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     result = evaluate_checkpoint(args.checkpoint, args.data, split=args.split, root=args.root,
                                  batch_size=args.batch_size, precision=precision, device=args.device, out_dir=out,
                                  dataset_kwargs=options, model_transform=transform, hflip_tta=args.hflip_tta)
+    from ..viz.figures import plot_confusion
+
+    result["confusion_png"] = str(Path(out) / "confusion.png")
+    plot_confusion(result["confusion"], list(result["per_class_acc"]), result["confusion_png"])
     if args.json:
         print(json.dumps(result, indent=2))
         return 0

@@ -23,8 +23,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     summary = train(cfg)
     if summary["rank"] != 0:  # under torchrun, rank 0 reports
         return 0
-    if cfg.log.report:
-        write_report(cfg, summary["run_dir"])
+    if cfg.log.curves or cfg.log.report:
+        write_figures(cfg, summary["run_dir"])
     if summary.get("test_acc1") is not None:
         print(f"test accuracy: {summary['test_acc1']:.2f}% ({summary['test_images']} images, best "
               f"{cfg.checkpoint.metric} {summary[f'best_{cfg.checkpoint.metric}']:.4g}, {summary['wall_time_s']:.1f} s) "
@@ -32,13 +32,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def write_report(cfg, run_dir: str | Path) -> Path:
-    """report.html of a finished run, from its directory, its best weights and the run's validation split."""
+def write_figures(cfg, run_dir: str | Path) -> list[Path]:
+    """curves.png and report.html of a finished run (as log.curves / log.report ask), from its directory, its best
+    weights and the run's validation split."""
     from ..runtime import resolve_device
     from ..train import build_datasets
-    from ..viz.report import write_run_report
+    from ..viz.report import write_run_outputs
 
-    return write_run_report(run_dir, build_datasets(cfg)[1], device=resolve_device(cfg.train.device))
+    val = build_datasets(cfg)[1] if cfg.log.report else None
+    return write_run_outputs(run_dir, val, curves=cfg.log.curves, report=cfg.log.report,
+                             device=resolve_device(cfg.train.device))
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

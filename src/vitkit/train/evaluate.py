@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..runtime import amp_context
-from ..utils.fileio import atomic_path, atomic_write_text
+from ..utils.fileio import atomic_write_text
 from .distributed import DistInfo, all_reduce_max, all_reduce_sum
 
 
@@ -42,11 +42,13 @@ def evaluate(
     out_size: tuple[int, int] | None = None,
     info: DistInfo | None = None,
     hflip_tta: bool = False,
+    keep_logits: bool = False,
 ) -> dict[str, Any]:
     """Metrics over the whole loader; under DDP each rank sees its shard and the sums are reduced, not averaged.
 
-    ``hflip_tta``: test-time augmentation, the logits averaged over each image and its mirror image (twice the cost;
-    for data whose classes are mirror-symmetric, as in CIFAR).
+    The loader delivers batches on ``device`` (vitkit's loaders move them). ``hflip_tta``: test-time augmentation,
+    the logits averaged over each image and its mirror image (twice the cost; for data whose classes are
+    mirror-symmetric, as in CIFAR). ``keep_logits``: also return this process's logits in loader order (CPU, fp32).
     """
     was_training = model.training
     model.eval()
@@ -55,13 +57,15 @@ def evaluate(
     # FSDP2 gathers weights inside forward, a collective: ranks with a shorter eval shard run dummy batches
     lockstep = info is not None and info.strategy == "fsdp"
     dummy_batches = all_reduce_max(len(loader), device, info) - len(loader) if lockstep else 0
+    kept = []
     for images, labels in loader:
-        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         x = prepare_batch(images, mean, std, out_size)
         with amp_context(device, precision):
             logits = model(x).float()
             if hflip_tta:
                 logits = (logits + model(x.flip(-1)).float()) / 2
+        if keep_logits:
+            kept.append(logits.cpu())
         loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
         k = min(5, num_classes)
         top5 += float((logits.topk(k, dim=1).indices == labels[:, None]).any(dim=1).sum())
@@ -80,7 +84,7 @@ def evaluate(
     confusion = confusion.cpu()
     count = int(confusion.sum())
     per_class = (confusion.diag().double() / confusion.sum(1).clamp(min=1).double() * 100).tolist()
-    return {
+    result = {
         "loss": loss_sum / max(count, 1),
         "acc1": float(confusion.diag().sum()) / max(count, 1) * 100,
         "acc5": top5 / max(count, 1) * 100,
@@ -88,35 +92,9 @@ def evaluate(
         "per_class_acc": per_class,
         "confusion": confusion.tolist(),
     }
-
-
-def plot_confusion(confusion: list[list[int]], classes: list[str], path: Path) -> None:
-    """Row-normalised confusion matrix as a PNG (true class down, predicted class across)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cm = torch.tensor(confusion, dtype=torch.float64)
-    norm = cm / cm.sum(1, keepdim=True).clamp(min=1)
-    n = len(classes)
-    size = min(4 + 0.4 * n, 30)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(norm.numpy(), cmap="Blues", vmin=0, vmax=1)
-    if n <= 30:
-        ax.set_xticks(range(n), classes, rotation=90)
-        ax.set_yticks(range(n), classes)
-        for i in range(n):
-            for j in range(n):
-                if cm[i, j]:
-                    ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
-                            color="white" if norm[i, j] > 0.5 else "black")
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    if keep_logits:
+        result["logits"] = torch.cat(kept) if kept else torch.zeros(0, num_classes)
+    return result
 
 
 def evaluate_checkpoint(
@@ -133,7 +111,8 @@ def evaluate_checkpoint(
     model_transform: Callable[[nn.Module], nn.Module] | None = None,
     hflip_tta: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate a vitkit .safetensors checkpoint on a dataset split; writes eval.json and confusion.png to out_dir.
+    """Evaluate a vitkit .safetensors checkpoint on a dataset split; writes eval.json to out_dir (the command draws
+    confusion.png from the result's ``confusion``, with vitkit.viz).
 
     ``dataset_kwargs``: options of the dataset kind (e.g. synthetic ``num_samples``), as ``data.kwargs`` in training.
     ``model_transform``: applied to the loaded model before evaluation, e.g. INT8 quantization (vitkit.infer).
@@ -154,8 +133,8 @@ def evaluate_checkpoint(
     if classes != list(ds.classes):
         raise ValueError(f"{checkpoint} was trained on classes {classes[:5]}... but {data!r} has {ds.classes[:5]}...")
     out_size = img_size
-    loader = build_loader(ds, batch_size, train=False)
     dev = torch.device(device)
+    loader = build_loader(ds, batch_size, train=False, device=dev)
     metrics = evaluate(model, loader, num_classes=ds.num_classes, mean=mean, std=std, device=dev,
                        precision=precision, out_size=out_size, hflip_tta=hflip_tta)
     metrics["per_class_acc"] = dict(zip(ds.classes, metrics["per_class_acc"]))
@@ -164,9 +143,7 @@ def evaluate_checkpoint(
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "eval.json", json.dumps(result, indent=2) + "\n")
-        plot_confusion(metrics["confusion"], list(ds.classes), out / "confusion.png")
-        result["confusion_png"] = str(out / "confusion.png")
     return result
 
 
-__all__ = ["evaluate", "evaluate_checkpoint", "plot_confusion", "prepare_batch"]
+__all__ = ["evaluate", "evaluate_checkpoint", "prepare_batch"]

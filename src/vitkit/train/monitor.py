@@ -1,4 +1,5 @@
-"""What a run tells the person watching it: a progress bar, metrics.jsonl, TensorBoard, curves.png, summary.json.
+"""What a run tells the person watching it: a progress bar, metrics.jsonl, TensorBoard, summary.json (the figures drawn
+from metrics.jsonl afterwards, curves.png and report.html, are vitkit.viz's).
 
 Only rank 0 writes. The bar (tqdm) shows loss, accuracy, lr, img/s and the ETA on a terminal; elsewhere (CI, a log
 file, ``nohup``) it becomes one plain line per logging step, because carriage-return bars make unreadable logs.
@@ -16,7 +17,7 @@ from typing import Any
 import psutil
 import torch
 
-from ..utils.fileio import atomic_path, atomic_write_text
+from ..utils.fileio import atomic_write_text
 from .config import LogConfig
 
 
@@ -128,8 +129,6 @@ class Monitor:
         if not self.enabled:
             return
         atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-        if self.cfg.curves:
-            plot_curves(self.history, self.run_dir / "curves.png")
         self.close()
 
     def close(self) -> None:
@@ -142,43 +141,10 @@ class Monitor:
             self._jsonl = None
 
 
-def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
-    """Loss, accuracy and learning rate against the optimizer step, train and validation, in one PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps = [r for r in history if r.get("kind") == "step"]
-    epochs = [r for r in history if r.get("kind") == "epoch"]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    panels = (("loss", ("train_loss", "val_loss")), ("accuracy (%)", ("train_acc1", "val_acc1", "val_ema_acc1")))
-    for ax, (title, keys) in zip(axes, panels):
-        for key in keys:
-            source = steps if key.startswith("train") and any(key in r for r in steps) else epochs
-            points = [(r["step"], r[key]) for r in source if key in r]
-            if points:
-                ax.plot(*zip(*points), label=key, marker="o" if source is epochs else None, markersize=3)
-        ax.set_title(title)
-        ax.set_xlabel("optimizer step")
-        ax.legend()
-        ax.grid(alpha=0.3)
-    lr = [(r["step"], r["lr"]) for r in steps if "lr" in r]
-    if lr:
-        axes[2].plot(*zip(*lr))
-    axes[2].set_title("learning rate")
-    axes[2].set_xlabel("optimizer step")
-    axes[2].grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-
-
 def _short(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.3g}" if abs(v) < 1e-2 or abs(v) >= 1e4 else f"{v:.4f}".rstrip("0").rstrip(".")
     return str(v)
 
 
-__all__ = ["Monitor", "peak_memory_mb", "block_grad_norms", "plot_curves"]
+__all__ = ["Monitor", "peak_memory_mb", "block_grad_norms"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import html
 import json
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import torch
 from torch import nn
 
 from ..utils.fileio import atomic_write_text
+from .figures import plot_confusion, plot_curves
 
 SECTIONS = ("Summary", "Training curves", "Confusion matrix", "Validation predictions", "Attention maps",
             "Configuration")
@@ -42,21 +42,7 @@ def _read_history(run_dir: Path) -> list[dict[str, Any]]:
 def _curves_png(run_dir: Path, history: list[dict[str, Any]]) -> bytes | None:
     if (run_dir / "curves.png").is_file():
         return (run_dir / "curves.png").read_bytes()
-    if not history:
-        return None
-    from ..train.monitor import plot_curves
-
-    with tempfile.TemporaryDirectory() as tmp:
-        plot_curves(history, Path(tmp) / "curves.png")
-        return (Path(tmp) / "curves.png").read_bytes()
-
-
-def _confusion_png(confusion: torch.Tensor, classes: list[str]) -> bytes:
-    from ..train.evaluate import plot_confusion
-
-    with tempfile.TemporaryDirectory() as tmp:
-        plot_confusion(confusion.tolist(), classes, Path(tmp) / "confusion.png")
-        return (Path(tmp) / "confusion.png").read_bytes()
+    return plot_curves(history) if history else None
 
 
 def _chw(images: np.ndarray, index) -> torch.Tensor:
@@ -64,20 +50,18 @@ def _chw(images: np.ndarray, index) -> torch.Tensor:
     return torch.from_numpy(np.array(images[index])).permute(0, 3, 1, 2)
 
 
-@torch.no_grad()
-def predict_split(model: nn.Module, images: np.ndarray, mean, std, device: torch.device,
-                  batch_size: int = 256) -> torch.Tensor:
-    """Logits (N, classes) for uint8 images (N, H, W, C), normalised and resized as the training run's evaluation.
+def evaluate_split(model: nn.Module, dataset, mean, std, device: torch.device, batch_size: int = 256) -> dict:
+    """The training run's own evaluation of a uint8 array dataset (normalised and resized as it validates), with
+    the logits (N, classes) in dataset order. The loader reads batch by batch: a memory-mapped split is never
+    copied whole."""
+    from ..data import build_loader
+    from ..train.evaluate import evaluate
 
-    Reads the array batch by batch, so a memory-mapped split is never copied whole.
-    """
-    from ..train.evaluate import prepare_batch
-
-    out_size = tuple(model.config.get("img_size") or images.shape[1:3])  # NaViT may have no nominal size
+    out_size = tuple(model.config.get("img_size") or dataset.image_size)  # NaViT may have no nominal size
     model.eval().to(device)
-    logits = [model(prepare_batch(_chw(images, slice(i, i + batch_size)).to(device), mean, std, out_size)).float()
-              .cpu() for i in range(0, len(images), batch_size)]
-    return torch.cat(logits) if logits else torch.zeros(0, model.num_classes)
+    loader = build_loader(dataset, batch_size, train=False, device=device)
+    return evaluate(model, loader, num_classes=model.num_classes, mean=mean, std=std, device=device,
+                    out_size=out_size, keep_logits=True)
 
 
 def prediction_order(predictions: torch.Tensor, labels: torch.Tensor, confidence: torch.Tensor) -> torch.Tensor:
@@ -148,11 +132,9 @@ def _prediction_sections(run_dir: Path, dataset, checkpoint: Path, device: torch
     classes = [str(c) for c in extra.get("class_names", dataset.classes)]
     images = dataset.images
     labels = torch.as_tensor(dataset.labels[:], dtype=torch.int64)
-    logits = predict_split(model, images, mean, std, device, batch_size)
-    confidence, predictions = logits.softmax(-1).max(-1)
-    n = len(classes)
-    confusion = torch.bincount(labels * n + predictions, minlength=n * n).view(n, n)
-    accuracy = 100 * float((predictions == labels).float().mean())
+    result = evaluate_split(model, dataset, mean, std, device, batch_size)
+    confidence, predictions = result["logits"].softmax(-1).max(-1)
+    accuracy = result["acc1"]
     order = prediction_order(predictions, labels, confidence)
     wrong = order[: int((predictions != labels).sum())].tolist()
     right = order[len(wrong):].tolist()
@@ -162,7 +144,7 @@ def _prediction_sections(run_dir: Path, dataset, checkpoint: Path, device: torch
     return {
         "Confusion matrix": f"<p>{checkpoint.name} on all {len(labels)} validation images: top-1 {accuracy:.2f}% "
                             f"(rows: true class, columns: predicted, row-normalised colour).</p>"
-                            + _img(_confusion_png(confusion, classes), "confusion matrix", "wide confusion"),
+                            + _img(plot_confusion(result["confusion"], classes), "confusion matrix", "wide confusion"),
         "Validation predictions": f"<p>{min(grid_images, len(labels))} of {len(labels)} images, mistakes first "
                                   f"({len(wrong)} mistakes in all).</p>"
                                   + _prediction_grid(images, order, predictions, labels, confidence, classes,
@@ -234,4 +216,19 @@ def write_run_report(
     return path
 
 
-__all__ = ["write_run_report", "predict_split", "prediction_order", "SECTIONS"]
+def write_run_outputs(run_dir: str | Path, dataset=None, *, curves: bool = True, report: bool = True,
+                      device: str | torch.device = "cpu") -> list[Path]:
+    """The figures of a finished run, as ``log.curves`` / ``log.report`` ask: curves.png from metrics.jsonl, then
+    report.html (see write_run_report). Called by the command that ran the training."""
+    run_dir, written = Path(run_dir), []
+    if curves:
+        history = _read_history(run_dir)
+        if history:
+            plot_curves(history, run_dir / "curves.png")
+            written.append(run_dir / "curves.png")
+    if report:
+        written.append(write_run_report(run_dir, dataset, device=device))
+    return written
+
+
+__all__ = ["write_run_report", "write_run_outputs", "evaluate_split", "prediction_order", "SECTIONS"]
