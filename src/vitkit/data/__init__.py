@@ -1,8 +1,9 @@
 """Data pipeline: datasets as uint8 arrays (decoded once into a memmap cache), deterministic resumable loaders,
 batched on-device augmentation and torchvision v2 per-sample transforms."""
 
+from .arrays import ArrayDataset, channel_stats, stratified_split
 from .batch_aug import BatchAugment, normalize_batch, soft_targets
-from .datasets import ArrayDataset, build_dataset, channel_stats, stratified_split
+from .datasets import build_dataset
 from .loader import EpochLoader, build_loader
 from .transforms import build_eval_transform, build_train_transform
 

@@ -27,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from ..utils.fileio import atomic_path, atomic_write_text
-from .datasets import channel_stats
+from .arrays import channel_stats
 from .decode import DEFAULT_MAX_PIXELS, BadImageError, fit_to, read_many_rgb
 
 CACHE_FORMAT = 1

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .arrays import ArrayDataset
 from .cache import cache_key, cache_root, entry_dir, file_fingerprint, load_or_build
-from .datasets import ArrayDataset
 from .decode import fit_to
 
 _ALLOWED_GLOBALS = {

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .arrays import ArrayDataset
 from .cache import cache_key, decode_files_into, entry_dir, file_fingerprint, load_or_build
-from .datasets import ArrayDataset
 from .decode import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, BadImageError
 
 SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "test"), "test": ("test", "val")}

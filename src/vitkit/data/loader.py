@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .datasets import ArrayDataset
+from .arrays import ArrayDataset
 
+PREFETCH_FACTOR = 2  # batches in flight per worker (thread or process)
 _GOLDEN = 0x9E3779B97F4A7C15
 _MIX = 0xBF58476D1CE4E5B9
 
@@ -121,9 +122,6 @@ class EpochLoader:
         transform: Callable[[torch.Tensor], Any] | None = None,
         rank: int = 0,
         world_size: int = 1,
-        pin_memory: bool | None = None,
-        persistent_workers: bool | None = None,
-        prefetch_factor: int | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -142,15 +140,13 @@ class EpochLoader:
         self.world_size = int(world_size)
         self.epoch = 0
         self.batches_done = 0
-        on_cuda = self.device.type == "cuda"
-        self.pin_memory = on_cuda if pin_memory is None else bool(pin_memory)
+        self.pin_memory = self.device.type == "cuda"  # pinned host batches copy to the GPU asynchronously
         if transform is None:
             # Tensor path: "workers" are prefetch threads (gathering and pinning overlap the training step).
             self.num_workers = 0 if num_workers is None else int(num_workers)
         else:
             self.num_workers = default_num_workers() if num_workers is None else int(num_workers)
-        self.persistent_workers = self.num_workers > 0 if persistent_workers is None else bool(persistent_workers)
-        self.prefetch_factor = prefetch_factor
+        self.persistent_workers = self.num_workers > 0  # workers outlive an epoch: no restart cost per epoch
         self._cached_epoch: tuple[int, list[np.ndarray]] | None = None
         self._torch_loader: torch.utils.data.DataLoader | None = None
         if len(self) == 0:
@@ -257,7 +253,7 @@ class EpochLoader:
 
     def _prefetched(self, todo: list[np.ndarray]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Gather batches in ``num_workers`` background threads (numpy and torch copies release the GIL)."""
-        depth = max(2, self.num_workers * (self.prefetch_factor or 2))
+        depth = max(2, self.num_workers * PREFETCH_FACTOR)
         slots: queue.Queue = queue.Queue(maxsize=depth)
         stop = threading.Event()
 
@@ -290,7 +286,7 @@ class EpochLoader:
         if self._torch_loader is None:
             kwargs: dict[str, Any] = {}
             if self.num_workers > 0:
-                kwargs.update(persistent_workers=self.persistent_workers, prefetch_factor=self.prefetch_factor or 2)
+                kwargs.update(persistent_workers=self.persistent_workers, prefetch_factor=PREFETCH_FACTOR)
             self._torch_loader = torch.utils.data.DataLoader(
                 _SeededTransform(self.dataset, self.transform, self.seed),
                 batch_sampler=_RemainingBatches(self),
@@ -323,9 +319,6 @@ def build_loader(
     transform: Callable[[torch.Tensor], Any] | None = None,
     rank: int = 0,
     world_size: int = 1,
-    pin_memory: bool | None = None,
-    persistent_workers: bool | None = None,
-    prefetch_factor: int | None = None,
 ) -> EpochLoader:
     """Batches of ``dataset`` for training (shuffled by (seed, epoch), drop_last by default) or evaluation.
 
@@ -334,6 +327,5 @@ def build_loader(
     """
     return EpochLoader(
         dataset, batch_size, train=train, seed=seed, drop_last=drop_last, device=device, num_workers=num_workers,
-        transform=transform, rank=rank, world_size=world_size, pin_memory=pin_memory,
-        persistent_workers=persistent_workers, prefetch_factor=prefetch_factor,
+        transform=transform, rank=rank, world_size=world_size,
     )

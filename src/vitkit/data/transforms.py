@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 from torchvision.transforms import v2
 
-AUTO_AUGMENT = ("randaugment", "trivialaugment", "autoaugment", "autoaugment-cifar10", "autoaugment-svhn")
+AUTO_AUGMENT = ("randaugment", "trivialaugment", "autoaugment", "autoaugment-cifar10")
 _INTERPOLATION = {
     "nearest": v2.InterpolationMode.NEAREST,
     "bilinear": v2.InterpolationMode.BILINEAR,
@@ -32,14 +32,14 @@ def _pair(size: int | Sequence[int]) -> tuple[int, int]:
 
 def auto_augment_transform(name: str, *, magnitude: int = 9, num_ops: int = 2,
                            interpolation: v2.InterpolationMode = v2.InterpolationMode.BILINEAR) -> v2.Transform:
-    """RandAugment(num_ops, magnitude) / TrivialAugmentWide / AutoAugment (ImageNet, CIFAR10 or SVHN policy)."""
+    """RandAugment(num_ops, magnitude) / TrivialAugmentWide / AutoAugment (ImageNet or CIFAR10 policy)."""
     if name == "randaugment":
         return v2.RandAugment(num_ops=num_ops, magnitude=magnitude, interpolation=interpolation)
     if name == "trivialaugment":
         return v2.TrivialAugmentWide(interpolation=interpolation)
     if name.startswith("autoaugment"):
-        policy = {"autoaugment": v2.AutoAugmentPolicy.IMAGENET, "autoaugment-cifar10": v2.AutoAugmentPolicy.CIFAR10,
-                  "autoaugment-svhn": v2.AutoAugmentPolicy.SVHN}.get(name)
+        policy = {"autoaugment": v2.AutoAugmentPolicy.IMAGENET,
+                  "autoaugment-cifar10": v2.AutoAugmentPolicy.CIFAR10}.get(name)
         if policy is not None:
             return v2.AutoAugment(policy=policy, interpolation=interpolation)
     raise ValueError(f"auto_augment must be one of {AUTO_AUGMENT} or None, got {name!r}")
