@@ -145,6 +145,64 @@ class ScheduleConfig:
 
 
 @dataclass
+class DistillConfig:
+    """``train.distill``: knowledge distillation (vitkit/train/distill.py), off while ``teacher`` is empty.
+
+    A recipe sets it as a mapping (``train.distill: {teacher: ..., kind: hard}``: the keys given, the rest their
+    defaults; ``{}`` or null switches it off) or key by key (``--set train.distill.alpha=0.5``).
+    """
+
+    teacher: str | None = None  # a vitkit .safetensors checkpoint, or "torchvision:<model name>" (torchvision:resnet18)
+    teacher_weights: str | None = None  # torchvision teacher: a local state dict (.pth / .safetensors)
+    kind: Literal["soft", "hard"] = "soft"  # soft: KL at temperature T; hard: CE on the teacher's argmax (DeiT)
+    alpha: float = 0.5  # weight of the distillation term; 1 - alpha goes to the labels
+    temperature: float = 1.0  # soft distillation only
+    teacher_mean: tuple[float, ...] | None = None  # the teacher's input normalisation; None: a vitkit checkpoint's
+    teacher_std: tuple[float, ...] | None = None  # own, else the student's (then no renormalisation)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.teacher)
+
+    @classmethod
+    def from_mapping(cls, mapping: dict[str, Any] | None, key: str = "train.distill") -> DistillConfig:
+        """The section from a recipe's mapping; unknown keys and a mapping without a teacher are errors."""
+        mapping = {} if mapping is None else mapping
+        if not isinstance(mapping, dict):
+            raise ConfigError(f"{key}: expected a mapping of its keys ({', '.join(_fields_of(cls))}), got {mapping!r}")
+        if mapping and not mapping.get("teacher"):
+            raise ConfigError(f"{key} needs a teacher: a vitkit .safetensors path or torchvision:<name>")
+        cfg = cls()
+        for name, value in mapping.items():
+            cfg.set(name, value, key)
+        return cfg
+
+    def set(self, name: str, value: Any, key: str = "train.distill") -> None:
+        """Set one key, checking the name and the type."""
+        fields = _fields_of(type(self))
+        if name not in fields:
+            raise ConfigError(f"unknown key {key}.{name!s}; keys of [{key}]: {', '.join(fields)}")
+        setattr(self, name, _coerce(value, fields[name], f"{key}.{name}"))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The recipe mapping: every key while on, ``{}`` while off."""
+        return _plain(dataclasses.asdict(self)) if self.enabled else {}
+
+    def validate(self) -> None:
+        if not self.enabled:
+            _require(self == DistillConfig(), "train.distill", "needs a teacher: a vitkit .safetensors path or "
+                "torchvision:<name>", dataclasses.asdict(self))
+            return
+        _require(0.0 <= self.alpha <= 1.0, "train.distill.alpha", "must be in [0, 1]", self.alpha)
+        _require(self.temperature > 0, "train.distill.temperature", "must be > 0", self.temperature)
+        _require(not self.teacher.startswith("torchvision:") or bool(self.teacher_weights), "train.distill.teacher_weights",
+            f"must name a local state dict for teacher={self.teacher!r} (vitkit never downloads weights)",
+            self.teacher_weights)
+        _require((self.teacher_mean is None) == (self.teacher_std is None), "train.distill.teacher_mean",
+            "and teacher_std go together; set both or neither", self.teacher_mean)
+
+
+@dataclass
 class TrainConfig:
     epochs: int = 40
     max_steps: int | None = None  # stop after this many optimizer steps in total (a time budget); None = epochs
@@ -174,8 +232,7 @@ class TrainConfig:
     retain_freed_memory: bool = True  # glibc keeps freed blocks for reuse instead of new zeroed pages each step:
     # 1.15x faster CPU steps on the race model (vitkit.utils.allocator, benchmarks/results/cpu_allocator.json)
     crash_after_steps: int | None = None  # testing aid: os._exit(3) after this optimizer step, like a kill
-    distill: dict[str, Any] = field(default_factory=dict)  # knowledge distillation, off when empty: {teacher,
-    # teacher_weights, kind: soft|hard, alpha, temperature, teacher_mean, teacher_std} (see vitkit/train/distill.py)
+    distill: DistillConfig = field(default_factory=DistillConfig)  # knowledge distillation; off without a teacher
 
     def validate(self) -> None:
         for key in ("epochs", "accum_steps", "cpu_batch_cap", "eval_every"):
@@ -189,10 +246,7 @@ class TrainConfig:
         _require(0.0 < self.ema_decay < 1.0, "train.ema_decay", "must be in (0, 1)", self.ema_decay)
         _require(self.early_stop_min_delta >= 0, "train.early_stop_min_delta", "must be >= 0",
                  self.early_stop_min_delta)
-        if self.distill:
-            from .distill import DistillConfig
-
-            DistillConfig.from_mapping(self.distill)
+        self.distill.validate()
 
 
 @dataclass
@@ -229,9 +283,6 @@ class DistConfig:
     strategy: Literal["auto", "ddp", "fsdp"] = "auto"  # under torchrun: auto = ddp; fsdp = FSDP2 fully_shard
     backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: nccl on CUDA, gloo on CPU
 
-    def validate(self) -> None:
-        pass
-
 
 @dataclass
 class Config:
@@ -246,7 +297,9 @@ class Config:
 
     def validate(self) -> Config:
         for f in dataclasses.fields(self):
-            getattr(self, f.name).validate()
+            section = getattr(self, f.name)
+            if hasattr(section, "validate"):  # a section whose types say it all (dist) has no validate
+                section.validate()
         if self.data.size_schedule_batch == "scale" and (self.train.accum_steps != 1 or not self.data.size_schedule):
             raise ConfigError("data.size_schedule_batch='scale' needs data.size_schedule and train.accum_steps=1 "
                               f"(got accum_steps={self.train.accum_steps}, size_schedule={self.data.size_schedule})")
@@ -255,7 +308,9 @@ class Config:
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(dataclasses.asdict(self))
+        out = _plain(dataclasses.asdict(self))
+        out["train"]["distill"] = self.train.distill.to_dict()
+        return out
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -288,7 +343,8 @@ def _type_name(tp: Any) -> str:
     if origin in (typing.Union, types.UnionType):
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
     if origin is tuple:
-        return f"a list of {len(typing.get_args(tp))} numbers"
+        args = typing.get_args(tp)
+        return "a list of numbers" if args[-1] is Ellipsis else f"a list of {len(args)} numbers"
     if origin is list:
         return f"a list of ({_type_name(typing.get_args(tp)[0])})"
     if origin is dict:
@@ -315,6 +371,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return value
     elif origin is tuple:
         args = typing.get_args(tp)
+        if isinstance(value, (list, tuple)) and len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], key) for v in value)
         if isinstance(value, (list, tuple)) and len(value) == len(args):
             return tuple(_coerce(v, a, key) for v, a in zip(value, args))
     elif origin is list:
@@ -343,13 +401,17 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
 
 
-def _section_fields(section: str) -> dict[str, Any]:
-    cls = typing.get_type_hints(Config)[section]
+def _fields_of(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+def _section_fields(section: str) -> dict[str, Any]:
+    return _fields_of(typing.get_type_hints(Config)[section])
+
+
 def set_value(cfg: Config, dotted: str, value: Any) -> None:
-    """Set ``section.key`` (or ``model.kwargs.<arg>``) from a parsed value, checking the key and the type."""
+    """Set ``section.key`` (or ``model.kwargs.<arg>``, ``train.distill.<key>``) from a parsed value, checking the
+    key and the type."""
     parts = dotted.split(".")
     section = parts[0]
     if section not in SECTIONS:
@@ -361,6 +423,12 @@ def set_value(cfg: Config, dotted: str, value: Any) -> None:
                           f"{dotted!r} names a section, not a key; keys of [{section}]: {', '.join(fields)}")
     key = parts[1]
     target = getattr(cfg, section)
+    if fields[key] is DistillConfig:  # a typed subsection: a whole mapping, or one key inside it
+        if len(parts) > 2:
+            target.distill.set(".".join(parts[2:]), value)
+        else:
+            target.distill = DistillConfig.from_mapping(value)
+        return
     if len(parts) > 2:
         if typing.get_origin(fields[key]) is not dict:
             raise ConfigError(f"{section}.{key} is not a mapping, so {dotted!r} cannot set a key inside it")
@@ -420,5 +488,5 @@ def config_from_dict(mapping: dict[str, Any]) -> Config:
 __all__ = [
     "Config", "ConfigError", "ModelConfig", "DataConfig", "OptimConfig", "ScheduleConfig", "TrainConfig",
     "CheckpointConfig", "LogConfig", "DistConfig", "SECTIONS", "load_config", "set_value", "apply_mapping",
-    "parse_override", "config_from_dict",
+    "parse_override", "config_from_dict", "DistillConfig",
 ]

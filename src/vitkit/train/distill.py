@@ -14,53 +14,15 @@ process distils its own shard, so it works unchanged under torchrun.
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-KINDS = ("soft", "hard")
+from .config import DistillConfig
+
 PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-@dataclass
-class DistillConfig:
-    teacher: str  # a vitkit .safetensors checkpoint, or "torchvision:<model name>" (e.g. torchvision:resnet18)
-    teacher_weights: str | None = None  # torchvision teacher: a local state dict (.pth / .safetensors)
-    kind: Literal["soft", "hard"] = "soft"
-    alpha: float = 0.5  # weight of the distillation term; 1 - alpha goes to the labels
-    temperature: float = 1.0  # soft distillation only
-    teacher_mean: tuple[float, ...] | None = None  # the teacher's input normalisation; None: a vitkit checkpoint's
-    teacher_std: tuple[float, ...] | None = None  # own, else the student's (then no renormalisation)
-
-    @classmethod
-    def from_mapping(cls, mapping: dict[str, Any]) -> DistillConfig:
-        """Build and check ``train.distill`` (a mapping in the config); errors name the bad key."""
-        from .config import ConfigError
-
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(mapping) - known)
-        if unknown:
-            raise ConfigError(f"unknown key(s) {unknown} in train.distill; keys: {', '.join(sorted(known))}")
-        if not mapping.get("teacher"):
-            raise ConfigError("train.distill needs a teacher: a vitkit .safetensors path or torchvision:<name>")
-        cfg = cls(**mapping)
-        if cfg.kind not in KINDS:
-            raise ConfigError(f"train.distill.kind must be one of {KINDS}, got {cfg.kind!r}")
-        if not 0.0 <= float(cfg.alpha) <= 1.0:
-            raise ConfigError(f"train.distill.alpha must be in [0, 1], got {cfg.alpha!r}")
-        if float(cfg.temperature) <= 0:
-            raise ConfigError(f"train.distill.temperature must be > 0, got {cfg.temperature!r}")
-        if cfg.teacher.startswith("torchvision:") and not cfg.teacher_weights:
-            raise ConfigError(f"train.distill.teacher={cfg.teacher!r} needs teacher_weights: a local state dict "
-                              "(vitkit never downloads weights)")
-        if (cfg.teacher_mean is None) != (cfg.teacher_std is None):
-            raise ConfigError("train.distill.teacher_mean and teacher_std go together; set both or neither")
-        return cfg
 
 
 def load_teacher(cfg: DistillConfig, num_classes: int) -> tuple[nn.Module, tuple | None, tuple | None]:
@@ -151,9 +113,9 @@ class Distiller(nn.Module):
         return logits, (1 - alpha) * base + alpha * kd
 
 
-def build_distiller(mapping: dict[str, Any], num_classes: int, criterion: nn.Module, precision: str,
+def build_distiller(cfg: DistillConfig, num_classes: int, criterion: nn.Module, precision: str,
                     device: torch.device, mean, std) -> Distiller:
-    cfg = DistillConfig.from_mapping(mapping)
+    """The teacher loaded and wrapped for the loop, for a student normalised with (mean, std)."""
     teacher, t_mean, t_std = load_teacher(cfg, num_classes)
     return Distiller(cfg, teacher, criterion, precision, (tuple(mean), tuple(std)), (t_mean, t_std)).to(device)
 
