@@ -2,7 +2,7 @@
 
 Width x height is checked before any pixel is allocated, so decompression bombs are refused instead of running
 the machine out of memory: baseline and grayscale JPEGs by reading their SOF header (see :func:`jpeg_header`), then
-decoded in batches by ``torchvision.io.decode_jpeg`` (libjpeg-turbo, 2-3x faster than PIL); everything else
+decoded in batches by ``torchvision.io.decode_jpeg`` (libjpeg-turbo, the fast path); everything else
 (PNG, WebP, BMP, palette, CMYK, 16-bit, JPEGs libjpeg-turbo rejects) through PIL, whose ``Image.open`` checks the
 size against the limit and whose ``convert("RGB")`` handles the modes.
 """

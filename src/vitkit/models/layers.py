@@ -23,10 +23,10 @@ def to_2tuple(value: int | Sequence[int]) -> tuple[int, int]:
     return value  # type: ignore[return-value]
 
 
-# On a CPU, PyTorch's bf16 flash-attention kernel is slower than two bf16 matmuls and a softmax: measured on a
-# 2-core AVX512-BF16 CPU (torch 2.14.1), the explicit path is 1.3-2.3x faster forward and 1.7-5.6x forward + backward
-# at ViT-Ti/S/B shapes, while in fp32 the kernel is as fast or faster (benchmarks/attention_kernels.py). The explicit
-# path holds the (B, heads, N, N) probabilities in memory, as training's backward does anyway. False: SDPA always.
+# On a CPU, PyTorch's bf16 flash-attention kernel is slower than two bf16 matmuls and a softmax at ViT shapes, while
+# in fp32 the kernel is as fast or faster (benchmarks/attention_kernels.py, figures in
+# benchmarks/results/attention_kernels.json). The explicit path holds the (B, heads, N, N) probabilities in memory,
+# as training's backward does anyway. False: SDPA always.
 EXPLICIT_BF16_ATTENTION_ON_CPU = True
 
 

@@ -3,12 +3,10 @@
 Why: glibc serves blocks above its mmap threshold (128 KiB, raised on the fly) with fresh ``mmap`` pages and trims
 the heap top back to the kernel once a few hundred KiB are free. A CPU training step allocates and frees the same
 multi-MiB activations every step, so each step pays tens of thousands of page faults (the kernel zeroes every new
-page). Raising both thresholds keeps those pages mapped and reused: on the race model's bf16 step (2 cores) minor
-page faults fell from ~25,000 per step to almost none and the step got 1.15x faster
-(benchmarks/results/cpu_allocator.json). The price is that up to
-``keep_bytes`` of freed memory stays with the process (reported as resident) until it exits. Inference gains too
-(vit_tiny eager fp32, 2 threads: batch-1 p50 22-24 ms instead of 31-33, benchmarks/results/bench_allocator.json),
-hence `retain_for_inference`.
+page). Raising both thresholds keeps those pages mapped and reused, so a steady-state step takes almost no page
+faults and runs faster (benchmarks/results/cpu_allocator.json). The price is that up to ``keep_bytes`` of freed
+memory stays with the process (reported as resident) until it exits. Inference gains too
+(benchmarks/results/bench_allocator.json), hence `retain_for_inference`.
 """
 
 from __future__ import annotations
