@@ -16,6 +16,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from .models.contract import VitkitModel
 from .runtime import unwrap_model
 from .utils.errors import require
 
@@ -45,8 +46,9 @@ class OptimConfig:
 def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0) -> list[dict]:
     """Parameter groups keyed by (layer scale, decay or not). Each group carries its peak ``lr_scale``."""
     model = unwrap_model(model)
-    skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
-    use_layers = layer_decay < 1.0 and hasattr(model, "layer_id")
+    contract = isinstance(model, VitkitModel)  # a user's own module: decay by shape only, no layer-wise decay
+    skip = model.no_weight_decay() if contract else set()
+    use_layers = layer_decay < 1.0 and contract
     num_layers = model.num_layers if use_layers else 1
     groups: dict[tuple[int, bool], dict] = {}
     for name, param in model.named_parameters():

@@ -31,6 +31,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..data.resolution import ResolutionSchedule, scheduled_batches
+from ..models.contract import VitkitModel
 from ..optim import apply_gradients, build_optimizer, clip_gradients
 from ..runtime import amp_context, resolve_device, resolve_precision
 from ..utils.allocator import retain_freed_memory
@@ -132,7 +133,8 @@ class Trainer:
             model = build_model(cfg, self.train_ds.num_classes, self.train_ds.channels, size)
         self.raw_model = model  # parameter names and state dicts always come from the unwrapped module
         self.mean, self.std = self.train_ds.mean, self.train_ds.std
-        if cfg.model.pretrained and len(getattr(model, "data_config", {}).get("mean", ())) == self.train_ds.channels:
+        if cfg.model.pretrained and isinstance(model, VitkitModel) and \
+                len(model.data_config.get("mean", ())) == self.train_ds.channels:
             self.mean, self.std = model.data_config["mean"], model.data_config["std"]  # the normalisation it learned
         self.resolution = _resolution_schedule(cfg, model, size)
         model.to(device)
@@ -231,7 +233,7 @@ class Trainer:
         )
         self.criterion = nn.CrossEntropyLoss(label_smoothing=0.0 if mixing else tc.label_smoothing)  # soft if mixing
         self.distiller = None
-        if tc.distill:  # a frozen teacher joins the loss; a DeiT student returns (class, distill) logits
+        if tc.distill.enabled:  # a frozen teacher joins the loss; a DeiT student returns (class, distill) logits
             from .distill import build_distiller
 
             self.distiller = build_distiller(tc.distill, classes, self.criterion, self.precision, self.device,
@@ -477,9 +479,9 @@ class Trainer:
             with torch.device("meta"):
                 twin = build_from_config(module.arch, module.config)
             twin.load_state_dict(weights, assign=True)
-            twin.model_name, twin.data_config = self.cfg.model.name, getattr(module, "data_config", {})
+            twin.model_name, twin.data_config = self.cfg.model.name, module.data_config
             module = twin
-        if hasattr(module, "config"):
+        if isinstance(module, VitkitModel):
             save_checkpoint(module, self.run_dir / name, metadata=meta)
         else:  # a user module (train(cfg, model=...)) that vitkit cannot rebuild: its weights alone
             from safetensors.torch import save_file
