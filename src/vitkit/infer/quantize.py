@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..metrics import accuracy, confusion_matrix, predicted_classes
 from ..models.registry import build_from_config
 from ..utils.fileio import atomic_path, load_weights_only
 
@@ -186,17 +187,16 @@ def quantize_onnx_static_int8(
 @torch.inference_mode()
 def top1_accuracy(forward: Callable[[torch.Tensor], torch.Tensor], batches: Iterable[tuple[Any, Any]]) -> dict:
     """Top-1 accuracy and the predictions of ``forward`` (any backend) over (images, labels) batches."""
-    correct = total = 0
-    predictions = []
+    confusion, predictions = None, []
     for images, labels in batches:
-        pred = torch.as_tensor(forward(images)).argmax(dim=-1).cpu()
-        labels = torch.as_tensor(labels).cpu()
-        correct += int((pred == labels).sum())
-        total += len(labels)
-        predictions.append(pred)
-    if total == 0:
+        logits = torch.as_tensor(forward(images)).cpu()
+        predicted = predicted_classes(logits)
+        batch = confusion_matrix(predicted, torch.as_tensor(labels).cpu(), num_classes=logits.shape[-1])
+        confusion = batch if confusion is None else confusion + batch
+        predictions.append(predicted)
+    if confusion is None or int(confusion.sum()) == 0:
         raise ValueError("no batches to evaluate")
-    return {"top1": correct / total, "n": total, "predictions": torch.cat(predictions)}
+    return {"top1": accuracy(confusion), "n": int(confusion.sum()), "predictions": torch.cat(predictions)}
 
 
 __all__ = [
