@@ -19,6 +19,7 @@ run: setup  # the embedded default: a small ViT on digits, about a minute on a C
 	$(VENV)/bin/vitkit train
 
 test: setup chromium
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 # Headless browser for the report test (tests/test_viz_report.py renders report.html). Debian's `chromium`, installed

@@ -159,7 +159,7 @@ def run_bench(
     with torch.inference_mode():
         reference = model(xb).float().cpu()
     result: dict[str, Any] = {
-        "model": getattr(model, "model_name", "") or type(model).__name__, "img_size": list(cfg["img_size"]),
+        "model": model.model_name or type(model).__name__, "img_size": list(cfg["img_size"]),
         "device": str(device), "batch_size": batch_size, "warmup": warmup, "reps": reps, "latency_reps": latency_reps,
         "machine": machine_info(), "backends": {},
     }

@@ -15,6 +15,8 @@ from torch import nn
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from ..models.contract import VitkitModel
+
 
 @dataclass(frozen=True)
 class InferenceSpec:
@@ -34,15 +36,15 @@ class InferenceSpec:
         Class names come from the checkpoint's user metadata (``extra["class_names"]``), else ``class_0``..;
         mean/std from ``extra`` if the training run recorded its dataset's statistics, else the model's data_config.
         """
-        config = getattr(model, "config", None)
-        if not config:
-            raise TypeError(f"{type(model).__name__} is not a vitkit model (it has no .config)")
-        meta = getattr(model, "checkpoint_meta", None) or {}
+        if not isinstance(model, VitkitModel):
+            raise TypeError(f"{type(model).__name__} is not a vitkit model (a vitkit.models.VitkitModel)")
+        config = model.config
+        meta = getattr(model, "checkpoint_meta", None) or {}  # set by load_checkpoint only
         extra = meta.get("extra") or {}
-        data_config = getattr(model, "data_config", None) or meta.get("data_config") or {}
+        data_config = model.data_config or meta.get("data_config") or {}
         img_size = tuple(int(s) for s in config["img_size"])
         in_chans = int(config.get("in_chans", 3))
-        num_classes = int(config.get("num_classes", getattr(model, "num_classes", 0)))
+        num_classes = int(config.get("num_classes", model.num_classes))
         mean = tuple(float(v) for v in extra.get("mean") or data_config.get("mean") or (0.5,) * in_chans)
         std = tuple(float(v) for v in extra.get("std") or data_config.get("std") or (0.5,) * in_chans)
         if len(mean) != in_chans or len(std) != in_chans:

@@ -18,6 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..models.deit import DistilledVisionTransformer
+from ..models.navit import NaViT
+from ..models.vit import VisionTransformer
+
 HEAD_FUSIONS = ("mean", "max", "min")
 
 
@@ -72,9 +76,9 @@ def query_weights(model: nn.Module, num_tokens: int) -> torch.Tensor:
     """(N,) weights over the query tokens whose attention the classifier reads (they sum to 1)."""
     prefix = int(model.num_prefix_tokens)
     weights = torch.zeros(num_tokens)
-    if getattr(model, "pooling", "cls") == "gap":
+    if model.pooling == "gap":
         weights[prefix:] = 1.0 / (num_tokens - prefix)
-    elif getattr(model, "arch", "") == "deit":  # logits are the mean of the class- and distillation-token heads
+    elif isinstance(model, DistilledVisionTransformer):  # logits are the mean of the class- and distillation-token heads
         weights[:2] = 0.5
     else:
         weights[0] = 1.0
@@ -82,20 +86,19 @@ def query_weights(model: nn.Module, num_tokens: int) -> torch.Tensor:
 
 
 def _query_label(model: nn.Module) -> str:
-    if getattr(model, "pooling", "cls") == "gap":
+    if model.pooling == "gap":
         return "mean over patch tokens"
-    return "class + distillation tokens" if getattr(model, "arch", "") == "deit" else "class token"
+    return "class + distillation tokens" if isinstance(model, DistilledVisionTransformer) else "class token"
 
 
 def check_attention_support(model: nn.Module) -> None:
     """Raise a clear error for a model whose attention probabilities vitkit cannot read."""
-    arch = getattr(model, "arch", type(model).__name__)
-    if arch == "navit":
+    if isinstance(model, NaViT):
         raise TypeError("NaViT packs several images into one sequence behind a block-diagonal mask; vitkit draws "
                         "attention maps for the ViT family (vit, deit, hybrid) only")
-    if not hasattr(model, "forward_with_attention") or not hasattr(model, "num_prefix_tokens"):
-        raise TypeError(f"{arch} ({type(model).__name__}) has no forward_with_attention: vitkit draws attention "
-                        "maps for the ViT family (vit, deit, hybrid) only")
+    if not isinstance(model, VisionTransformer):
+        raise TypeError(f"{type(model).__name__} is not of the ViT family: vitkit draws attention maps for vit, deit "
+                        "and hybrid models only")
 
 
 @dataclass

@@ -14,13 +14,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..models.navit import NaViT
 from .figures import new_figure, save_png
 
 
 def position_embedding_grid(model: nn.Module) -> tuple[torch.Tensor, tuple[int, int]]:
     """The patch positions' embeddings (h*w, D), row-major, and the grid (h, w); prefix tokens left out."""
-    arch = getattr(model, "arch", type(model).__name__)
-    if arch == "navit":  # factorized: position (r, c) gets row[r] + col[c]
+    arch = model.arch
+    if isinstance(model, NaViT):  # factorized: position (r, c) gets row[r] + col[c]
         size = model.config.get("img_size") or [model.max_grid * model.patch_size] * 2
         h, w = (min(int(s) // model.patch_size, model.max_grid) for s in size)
         emb = model.pos_embed_row[:h, None, :] + model.pos_embed_col[None, :w, :]
@@ -77,8 +78,8 @@ def plot_position_similarity(similarity: torch.Tensor, path: str | Path | None =
 
 def patch_filters(model: nn.Module) -> torch.Tensor:
     """The patch projection as pixel filters (D, C, p, p)."""
-    arch = getattr(model, "arch", type(model).__name__)
-    if arch == "navit":  # Linear over (row, col, channel)-flattened patches
+    arch = model.arch
+    if isinstance(model, NaViT):  # Linear over (row, col, channel)-flattened patches
         p, c = model.patch_size, model.config.get("in_chans", 3)
         w = model.patch_embed.weight
         return w.reshape(w.shape[0], p, p, c).permute(0, 3, 1, 2).detach().float().cpu()

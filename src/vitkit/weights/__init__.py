@@ -3,9 +3,9 @@
 from .convert import LoadReport, WeightLoadError
 from .io import load_checkpoint, read_checkpoint_metadata, read_state_dict, save_checkpoint
 from .npz import save_npz
-from .pretrained import detect_format, load_model, load_pretrained, model_from_pretrained
+from .pretrained import create_model, detect_format, load_model, load_pretrained, model_from_pretrained
 
 __all__ = [
-    "LoadReport", "WeightLoadError", "load_checkpoint", "save_checkpoint", "read_checkpoint_metadata",
+    "LoadReport", "WeightLoadError", "create_model", "load_checkpoint", "save_checkpoint", "read_checkpoint_metadata",
     "read_state_dict", "save_npz", "detect_format", "load_model", "load_pretrained", "model_from_pretrained",
 ]

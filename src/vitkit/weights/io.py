@@ -15,6 +15,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from ..models.contract import VitkitModel
 from ..models.registry import build_from_config
 from ..runtime import unwrap_model
 from ..utils.fileio import atomic_path, load_weights_only
@@ -27,16 +28,17 @@ FORMAT_VERSION = "1"
 def save_checkpoint(model: nn.Module, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
     """Write weights + config atomically as safetensors. ``metadata`` (JSON-able) is stored too, e.g. class names."""
     model = unwrap_model(model)
-    if not hasattr(model, "config") or not hasattr(model, "arch"):
-        raise TypeError(f"{type(model).__name__} is not a vitkit model (it has no .config / .arch)")
+    if not isinstance(model, VitkitModel):
+        raise TypeError(f"{type(model).__name__} is not a vitkit model (a vitkit.models.VitkitModel: it records "
+                        "arch and config, so the file can rebuild it)")
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     meta = {
         "format": FORMAT_TAG,
         "format_version": FORMAT_VERSION,
         "arch": model.arch,
         "config": json.dumps(model.config),
-        "model_name": getattr(model, "model_name", "") or "",
-        "data_config": json.dumps(getattr(model, "data_config", {}) or {}),
+        "model_name": model.model_name,
+        "data_config": json.dumps(model.data_config),
         "extra": json.dumps(metadata or {}),
     }
     path = Path(path)
@@ -69,7 +71,7 @@ def read_checkpoint_metadata(path: str | Path) -> dict[str, Any]:
     }
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", strict: bool = True) -> nn.Module:
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", strict: bool = True) -> VitkitModel:
     """Rebuild a model from a vitkit safetensors file alone. The metadata is attached as ``model.checkpoint_meta``."""
     meta = read_checkpoint_metadata(path)
     model = build_from_config(meta["arch"], meta["config"])

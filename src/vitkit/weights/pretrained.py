@@ -12,7 +12,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..models.registry import build_from_config, create_model
+from ..models import registry
+from ..models.contract import VitkitModel
+from ..models.registry import build_from_config
 from .convert import LoadReport, WeightLoadError, load_into_model
 from .hf import class_names_from_hf_config, convert_hf, read_hf_config, vit_kwargs_from_hf_config
 from .io import load_checkpoint, read_checkpoint_metadata, read_state_dict
@@ -95,7 +97,7 @@ def model_from_pretrained(
     fmt = detect_format(path)
     class_names = None
     if name is not None:
-        model = create_model(name, **overrides)
+        model = registry.create_model(name, **overrides)
     elif fmt == "vitkit":
         meta = read_checkpoint_metadata(path)
         model = build_from_config(meta["arch"], {**meta["config"], **overrides})
@@ -121,4 +123,16 @@ def load_model(source: str | Path) -> nn.Module:
     """A vitkit checkpoint path, or a registered model name (random weights: enough for speed, not for accuracy)."""
     if Path(source).exists() or str(source).endswith(".safetensors"):
         return load_checkpoint(source)
-    return create_model(str(source))
+    return registry.create_model(str(source))
+
+
+def create_model(name: str, pretrained: str | Path | None = None, strict: bool = True, **overrides: Any) -> VitkitModel:
+    """Build a registered model; ``pretrained`` loads local weights (vitkit, timm, Hugging Face folder or .npz).
+
+    With overrides such as ``num_classes=10`` or ``img_size=384`` the load becomes a fine-tuning load: the head is
+    replaced and the position embedding resampled; every other mismatch is an error (or a warning if strict=False).
+    """
+    model = registry.create_model(name, **overrides)
+    if pretrained is not None:
+        model.load_report = load_pretrained(model, pretrained, strict=strict)
+    return model
