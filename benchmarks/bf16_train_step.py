@@ -2,9 +2,9 @@
 
 Why: whether bf16 pays on a CPU depends on the instruction set (avx512_bf16 / AMX or not), on GEMM width and on the
 attention kernel, so the race recipe's precision is chosen from this measurement. The vitkit model is timed four ways:
-fp32; bf16 with PyTorch's SDPA kernel (vitkit's attention before session 5); bf16 as vitkit runs it now (explicit
-attention on a CPU, see vitkit.models.layers.scaled_dot_product_attention); and that plus channels_last (NHWC) conv
-weights and inputs. Also times a 2048^2 GEMM in both precisions.
+fp32; bf16 with PyTorch's SDPA kernel (what timm calls, and vitkit with EXPLICIT_BF16_ATTENTION_ON_CPU off); bf16
+as vitkit runs it (explicit attention on a CPU, see vitkit.models.layers.scaled_dot_product_attention); and that plus
+channels_last (NHWC) conv weights and inputs. Also times a 2048^2 GEMM in both precisions.
 
     python benchmarks/bf16_train_step.py [--threads 2] -> benchmarks/results/bf16_train_step.json
 """
