@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..models.contract import VitkitModel
 from .config import DistillConfig
 
 PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -55,7 +56,10 @@ def load_teacher(cfg: DistillConfig, num_classes: int) -> tuple[nn.Module, tuple
         extra = read_checkpoint_metadata(cfg.teacher)["extra"]
         if mean is None and "mean" in extra:
             mean, std = tuple(extra["mean"]), tuple(extra["std"])
-    out_classes = getattr(teacher, "num_classes", None) or getattr(getattr(teacher, "fc", None), "out_features", None)
+    if isinstance(teacher, VitkitModel):
+        out_classes = teacher.num_classes
+    else:  # a torchvision classifier: the ResNet family's head is .fc
+        out_classes = getattr(getattr(teacher, "fc", None), "out_features", None)
     if out_classes is not None and out_classes != num_classes:
         raise ValueError(f"teacher {cfg.teacher} predicts {out_classes} classes, the data has {num_classes}")
     return teacher, mean, std
