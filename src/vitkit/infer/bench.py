@@ -45,7 +45,7 @@ def build_runner(
     if name in ("eager_fp32", "eager_bf16", "compile_fp32", "compile_bf16"):
         mode, precision = name.split("_")
         # freezing: inductor folds the weights into the graph as constants and prepacks them for oneDNN, whose GEMMs
-        # then take bias and GELU as fused post-ops (vit_tiny bf16 on the CPU: +15-25% img/s, docs/inference.md); the
+        # then take bias and GELU as fused post-ops (the gain is in docs/inference.md); the
         # model must not change after the first call, which holds for a deployed model
         forward = torch.compile(model, options={"freezing": True}) if mode == "compile" else model
 
