@@ -3,7 +3,7 @@
 Top-1 accuracy, agreement with fp32, size on disk and speed (batch-1 latency p50, eval throughput) of:
 eager fp32, eager bf16 (autocast), PyTorch dynamic INT8 (torch.ao), ONNX Runtime fp32 and ONNX Runtime INT8
 (dynamic, per-channel weights). bf16 is evaluated on the first ``--bf16-images`` test images only: without AVX512-BF16
-it is about 5x slower than fp32 on this CPU.
+it is emulated and much slower than fp32 (docs/inference.md).
 
     python benchmarks/quantization.py CHECKPOINT [--data ../shared/data/cifar10] [--out results/quantization.json]
 """

@@ -63,9 +63,9 @@ MODELS = {
     "32": Model("32", "vit_tiny_patch4_32", "vit_tiny_patch16_224",
                 (("img_size", 32), ("patch_size", 4), ("num_classes", 10)), 32),
 }
-# (size, precision) -> (batch, steps per timed window). bf16 is 5-20x slower than fp32 on a CPU without AVX512-BF16,
-# so its windows are short there; sized for a full run of about 12 minutes on 2 quiet cores. On a CPU with
-# avx512_bf16 / AMX the bf16 cells use the fp32 batches.
+# (size, precision) -> (batch, steps per timed window). bf16 is emulated, many times slower than fp32, on a CPU
+# without AVX512-BF16 (results/train_throughput_cpu.json), so its windows are short there; sized for a full run of
+# about 12 minutes on 2 quiet cores. On a CPU with avx512_bf16 / AMX the bf16 cells use the fp32 batches.
 FULL = {("224", "fp32"): (16, 2), ("224", "bf16"): (2, 1), ("32", "fp32"): (64, 2), ("32", "bf16"): (8, 1)}
 QUICK = {("224", "fp32"): (4, 1), ("224", "bf16"): (2, 1), ("32", "fp32"): (32, 1), ("32", "bf16"): (4, 1)}
 ALL_CELLS = [f"{m}:{p}:{c}" for m in MODELS for p in ("fp32", "bf16") for c in ("eager", "compile")]

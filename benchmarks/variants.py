@@ -2,9 +2,10 @@
 
 FLOPs are counted by ``torch.utils.flop_counter`` for one image's forward pass (matmuls and convolutions; a
 multiply-add is 2 FLOPs), with SDPA forced to its math path so attention's matmuls are counted for every variant
-(the fused CPU kernel is invisible to the counter). Throughput is measured on this machine's CPU in fp32 (bf16 autocast is ~20x slower here, no
-AVX512-BF16): training = forward + backward + AdamW step, inference = forward under no_grad, each the median of a few
-timed repeats after a warm-up. The CPU is shared with other processes: the load average is recorded per case.
+(the fused CPU kernel is invisible to the counter). Throughput is measured on this machine's CPU in fp32 (bf16
+autocast is emulated, and much slower, on a CPU without AVX512-BF16): training = forward + backward + AdamW step,
+inference = forward under no_grad, each the median of a few timed repeats after a warm-up. The CPU is shared with
+other processes: the load average is recorded per case.
 
     PYTHONPATH=src python benchmarks/variants.py [--repeats 3]
 """
