@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..metrics import accuracy, confusion_matrix, per_class_accuracy, topk_correct
 from ..runtime import amp_context
 from ..utils.fileio import atomic_write_text
 from .distributed import DistInfo, all_reduce_max, all_reduce_sum
@@ -67,11 +68,8 @@ def evaluate(
         if keep_logits:
             kept.append(logits.cpu())
         loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
-        k = min(5, num_classes)
-        top5 += float((logits.topk(k, dim=1).indices == labels[:, None]).any(dim=1).sum())
-        confusion += torch.bincount(labels * num_classes + logits.argmax(1), minlength=num_classes**2).view(
-            num_classes, num_classes
-        )
+        top5 += topk_correct(logits, labels, 5)
+        confusion += confusion_matrix(logits, labels, num_classes)
     for _ in range(dummy_batches):
         with amp_context(device, precision):
             model(prepare_batch(images[:1], mean, std, out_size))
@@ -83,13 +81,12 @@ def evaluate(
         loss_sum, top5 = all_reduce_sum([loss_sum, top5], device, info)
     confusion = confusion.cpu()
     count = int(confusion.sum())
-    per_class = (confusion.diag().double() / confusion.sum(1).clamp(min=1).double() * 100).tolist()
     result = {
         "loss": loss_sum / max(count, 1),
-        "acc1": float(confusion.diag().sum()) / max(count, 1) * 100,
+        "acc1": accuracy(confusion) * 100,
         "acc5": top5 / max(count, 1) * 100,
         "count": count,
-        "per_class_acc": per_class,
+        "per_class_acc": [100 * a for a in per_class_accuracy(confusion)],
         "confusion": confusion.tolist(),
     }
     if keep_logits:
