@@ -124,7 +124,7 @@ def block_kernels(shape: ViTShape, batch: int, training: bool, a: int, autocast:
         if training:
             ks.append(Kernel("merge heads backward", 0, 2 * a * td))
             for name in ("d(attn) = dO @ v^T", "dv = attn^T @ dO", "dq = dS @ k", "dk = dS^T @ q"):
-                ks.append(Kernel(name, attn_flops / 4, a * (scores + 2 * td), min(hd, n)))
+                ks.append(Kernel(name, attn_flops / 2, a * (scores + 2 * td), min(hd, n)))
             if autocast:
                 ks.append(Kernel("probabilities cast backward", 0, (a + p) * scores))
             ks.append(Kernel("softmax backward", 0, 3 * p * scores))
