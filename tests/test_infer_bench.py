@@ -38,7 +38,7 @@ def test_run_bench_cpu_backends():
     assert b["eager_fp32"]["max_abs_diff_vs_fp32"] == 0
     assert b["onnx_fp32"]["max_abs_diff_vs_fp32"] < 1e-4
     assert 0 < b["torch_int8"]["max_abs_diff_vs_fp32"] < 0.5
-    assert result["machine"]["cores"] >= 1 and len(result["machine"]["loadavg_start"]) == 3
+    assert result["machine"]["cores"] >= 1 and len(result["machine"]["load_average"]) == 3
     with pytest.raises(ValueError, match="unknown backends"):
         run_bench(tiny_model(), backends=["tensorrt"])
 

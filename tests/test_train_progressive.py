@@ -10,9 +10,9 @@ import torch
 
 from train_helpers import tiny_config
 from vitkit import create_model
+from vitkit.data.resolution import size_at
 from vitkit.train import train
 from vitkit.train.config import ConfigError, load_config
-from vitkit.data.resolution import size_at
 
 PROGRESSIVE = ["data.size_schedule=[[0, 4], [0.5, 8]]", "train.epochs=4"]  # 2x2 tokens for half the run, then 4x4
 

@@ -192,7 +192,7 @@ def run_bench(
             result["backends"][name] = entry
             if log:
                 log(_row(name, entry))
-    result["machine"]["loadavg_end"] = list(os.getloadavg())
+    result["machine"]["load_average_end"] = list(os.getloadavg())
     return result
 
 
@@ -208,7 +208,7 @@ def _row(name: str, e: dict[str, Any]) -> str:
 def format_bench_table(result: dict[str, Any]) -> str:
     head = (
         f"{result['model']} {result['img_size'][0]}x{result['img_size'][1]} on {result['device']} "
-        f"({result['machine']['cpu']}, load {result['machine']['loadavg_start'][0]:.1f})\n"
+        f"({result['machine']['cpu']}, load {result['machine']['load_average'][0]:.1f})\n"
         f"{'backend':14s} {'p50 ms b1':>10s} {'p95 ms b1':>10s} {'img/s b' + str(result['batch_size']):>12s} "
         f"{'|d| vs fp32':>12s} {'setup s':>8s}"
     )

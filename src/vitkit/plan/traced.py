@@ -29,7 +29,6 @@ from .measure import count_step_flops, fake_copy
 from .memory import OPTIMIZERS, MemoryEstimate
 
 
-
 @dataclass(frozen=True)
 class TracedShape:
     """What the planner needs of a model it cannot describe in closed form; all bytes for the given precision."""

@@ -16,9 +16,8 @@ from typing import Any, Literal
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A bad key or value in a recipe or an override; the message names the key and what is allowed."""
+from ..optim import OptimConfig
+from ..utils.errors import ConfigError, require
 
 
 @dataclass
@@ -31,13 +30,13 @@ class ModelConfig:
     kwargs: dict[str, Any] = field(default_factory=dict)  # any other constructor argument of the architecture
 
     def validate(self) -> None:
-        _require(0.0 < self.token_keep_rate <= 1.0, "model.token_keep_rate", "must be in (0, 1]", self.token_keep_rate)
+        require(0.0 < self.token_keep_rate <= 1.0, "model.token_keep_rate", "must be in (0, 1]", self.token_keep_rate)
         for key in ("drop_path_rate", "drop_rate"):
             value = getattr(self, key)
-            _require(value is None or 0.0 <= value < 1.0, f"model.{key}", "must be in [0, 1)", value)
+            require(value is None or 0.0 <= value < 1.0, f"model.{key}", "must be in [0, 1)", value)
         reserved = {"num_classes", "in_chans", "img_size", "drop_path_rate", "drop_rate", "token_keep_rate"}
         clash = sorted(reserved & set(self.kwargs))
-        _require(not clash, "model.kwargs", f"must not set {clash}: they come from the data or have their own key", clash)
+        require(not clash, "model.kwargs", f"must not set {clash}: they come from the data or have their own key", clash)
 
 
 @dataclass
@@ -74,56 +73,34 @@ class DataConfig:
     # (native / size)^2 loader batches (at most 4) into one step, keeping the device full; needs accum_steps=1
 
     def validate(self) -> None:
-        _require(self.batch_size >= 1, "data.batch_size", "must be >= 1", self.batch_size)
-        _require(self.eval_batch_size is None or self.eval_batch_size >= 1, "data.eval_batch_size", "must be >= 1",
+        require(self.batch_size >= 1, "data.batch_size", "must be >= 1", self.batch_size)
+        require(self.eval_batch_size is None or self.eval_batch_size >= 1, "data.eval_batch_size", "must be >= 1",
                  self.eval_batch_size)
-        _require(self.img_size is None or self.img_size >= 1, "data.img_size", "must be >= 1", self.img_size)
-        _require(0.0 <= self.val_fraction < 1.0, "data.val_fraction", "must be in [0, 1)", self.val_fraction)
-        _require(self.crop_padding >= 0, "data.crop_padding", "must be >= 0", self.crop_padding)
-        _require(0.0 < self.scale_min <= 1.0, "data.scale_min", "must be in (0, 1]", self.scale_min)
-        _require(0.0 < self.crop_pct <= 1.0, "data.crop_pct", "must be in (0, 1]", self.crop_pct)
-        _require(0.0 <= self.random_erasing <= 1.0, "data.random_erasing", "must be in [0, 1]", self.random_erasing)
-        _require(self.randaugment_num_ops >= 1, "data.randaugment_num_ops", "must be >= 1", self.randaugment_num_ops)
-        _require(0 <= self.randaugment_magnitude <= 30, "data.randaugment_magnitude", "must be in [0, 30]",
+        require(self.img_size is None or self.img_size >= 1, "data.img_size", "must be >= 1", self.img_size)
+        require(0.0 <= self.val_fraction < 1.0, "data.val_fraction", "must be in [0, 1)", self.val_fraction)
+        require(self.crop_padding >= 0, "data.crop_padding", "must be >= 0", self.crop_padding)
+        require(0.0 < self.scale_min <= 1.0, "data.scale_min", "must be in (0, 1]", self.scale_min)
+        require(0.0 < self.crop_pct <= 1.0, "data.crop_pct", "must be in (0, 1]", self.crop_pct)
+        require(0.0 <= self.random_erasing <= 1.0, "data.random_erasing", "must be in [0, 1]", self.random_erasing)
+        require(self.randaugment_num_ops >= 1, "data.randaugment_num_ops", "must be >= 1", self.randaugment_num_ops)
+        require(0 <= self.randaugment_magnitude <= 30, "data.randaugment_magnitude", "must be in [0, 30]",
                  self.randaugment_magnitude)
         if self.pipeline == "batch":
             for key, off in (("auto_augment", None), ("random_erasing", 0.0)):
-                _require(getattr(self, key) == off, f"data.{key}", "needs data.pipeline=per_sample",
+                require(getattr(self, key) == off, f"data.{key}", "needs data.pipeline=per_sample",
                          getattr(self, key))
         for key in ("mixup_alpha", "cutmix_alpha"):
-            _require(getattr(self, key) >= 0.0, f"data.{key}", "must be >= 0", getattr(self, key))
+            require(getattr(self, key) >= 0.0, f"data.{key}", "must be >= 0", getattr(self, key))
         for key in ("mix_prob", "switch_prob"):
-            _require(0.0 <= getattr(self, key) <= 1.0, f"data.{key}", "must be in [0, 1]", getattr(self, key))
+            require(0.0 <= getattr(self, key) <= 1.0, f"data.{key}", "must be in [0, 1]", getattr(self, key))
         if self.size_schedule is not None:
             sched = self.size_schedule
-            _require(len(sched) >= 1 and sched[0][0] == 0.0, "data.size_schedule",
+            require(len(sched) >= 1 and sched[0][0] == 0.0, "data.size_schedule",
                      "must be a list of [fraction, size] starting at fraction 0", sched)
             fractions = [f for f, _ in sched]
-            _require(fractions == sorted(set(fractions)) and fractions[-1] < 1.0, "data.size_schedule",
+            require(fractions == sorted(set(fractions)) and fractions[-1] < 1.0, "data.size_schedule",
                      "fractions must increase and stay below 1", sched)
-            _require(all(size >= 1 for _, size in sched), "data.size_schedule", "sizes must be >= 1", sched)
-
-
-@dataclass
-class OptimConfig:
-    name: Literal["adamw", "sgd"] = "adamw"
-    lr: float = 2e-3  # the peak learning rate for the effective batch
-    weight_decay: float = 0.05  # never applied to norms, biases, position embeddings, class/register tokens
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    momentum: float = 0.9  # sgd only
-    nesterov: bool = True  # sgd only
-    layer_decay: float = 1.0  # layer-wise lr decay for fine-tuning: block i gets lr x decay^(depth - i); 1 = off
-    impl: Literal["auto", "fused", "foreach", "loop"] = "auto"
-    clip_grad_norm: float | None = 1.0  # clip the global gradient norm; None = off
-
-    def validate(self) -> None:
-        _require(self.lr > 0, "optim.lr", "must be > 0", self.lr)
-        _require(self.weight_decay >= 0, "optim.weight_decay", "must be >= 0", self.weight_decay)
-        _require(all(0.0 <= b < 1.0 for b in self.betas), "optim.betas", "must be two numbers in [0, 1)", self.betas)
-        _require(0.0 < self.layer_decay <= 1.0, "optim.layer_decay", "must be in (0, 1]", self.layer_decay)
-        _require(self.clip_grad_norm is None or self.clip_grad_norm > 0, "optim.clip_grad_norm",
-                 "must be > 0 or null", self.clip_grad_norm)
+            require(all(size >= 1 for _, size in sched), "data.size_schedule", "sizes must be >= 1", sched)
 
 
 @dataclass
@@ -136,12 +113,12 @@ class ScheduleConfig:
     gamma: float = 0.1
 
     def validate(self) -> None:
-        _require(self.warmup_epochs >= 0, "schedule.warmup_epochs", "must be >= 0", self.warmup_epochs)
-        _require(self.warmup_steps is None or self.warmup_steps >= 0, "schedule.warmup_steps", "must be >= 0",
+        require(self.warmup_epochs >= 0, "schedule.warmup_epochs", "must be >= 0", self.warmup_epochs)
+        require(self.warmup_steps is None or self.warmup_steps >= 0, "schedule.warmup_steps", "must be >= 0",
                  self.warmup_steps)
-        _require(0.0 <= self.min_lr_ratio <= 1.0, "schedule.min_lr_ratio", "must be in [0, 1]", self.min_lr_ratio)
-        _require(self.step_epochs > 0, "schedule.step_epochs", "must be > 0", self.step_epochs)
-        _require(0.0 < self.gamma <= 1.0, "schedule.gamma", "must be in (0, 1]", self.gamma)
+        require(0.0 <= self.min_lr_ratio <= 1.0, "schedule.min_lr_ratio", "must be in [0, 1]", self.min_lr_ratio)
+        require(self.step_epochs > 0, "schedule.step_epochs", "must be > 0", self.step_epochs)
+        require(0.0 < self.gamma <= 1.0, "schedule.gamma", "must be in (0, 1]", self.gamma)
 
 
 @dataclass
@@ -190,15 +167,15 @@ class DistillConfig:
 
     def validate(self) -> None:
         if not self.enabled:
-            _require(self == DistillConfig(), "train.distill", "needs a teacher: a vitkit .safetensors path or "
+            require(self == DistillConfig(), "train.distill", "needs a teacher: a vitkit .safetensors path or "
                 "torchvision:<name>", dataclasses.asdict(self))
             return
-        _require(0.0 <= self.alpha <= 1.0, "train.distill.alpha", "must be in [0, 1]", self.alpha)
-        _require(self.temperature > 0, "train.distill.temperature", "must be > 0", self.temperature)
-        _require(not self.teacher.startswith("torchvision:") or bool(self.teacher_weights), "train.distill.teacher_weights",
+        require(0.0 <= self.alpha <= 1.0, "train.distill.alpha", "must be in [0, 1]", self.alpha)
+        require(self.temperature > 0, "train.distill.temperature", "must be > 0", self.temperature)
+        require(not self.teacher.startswith("torchvision:") or bool(self.teacher_weights), "train.distill.teacher_weights",
             f"must name a local state dict for teacher={self.teacher!r} (vitkit never downloads weights)",
             self.teacher_weights)
-        _require((self.teacher_mean is None) == (self.teacher_std is None), "train.distill.teacher_mean",
+        require((self.teacher_mean is None) == (self.teacher_std is None), "train.distill.teacher_mean",
             "and teacher_std go together; set both or neither", self.teacher_mean)
 
 
@@ -231,20 +208,19 @@ class TrainConfig:
     # threads buy nothing at width 64 and collapse (~15x slower measured) when other processes share the cores
     retain_freed_memory: bool = True  # glibc keeps freed blocks for reuse instead of new zeroed pages each step:
     # 1.15x faster CPU steps on the race model (vitkit.utils.allocator, benchmarks/results/cpu_allocator.json)
-    crash_after_steps: int | None = None  # testing aid: os._exit(3) after this optimizer step, like a kill
     distill: DistillConfig = field(default_factory=DistillConfig)  # knowledge distillation; off without a teacher
 
     def validate(self) -> None:
         for key in ("epochs", "accum_steps", "cpu_batch_cap", "eval_every"):
-            _require(getattr(self, key) >= 1, f"train.{key}", "must be >= 1", getattr(self, key))
-        for key in ("max_steps", "early_stop_patience", "threads", "crash_after_steps"):
+            require(getattr(self, key) >= 1, f"train.{key}", "must be >= 1", getattr(self, key))
+        for key in ("max_steps", "early_stop_patience", "threads"):
             value = getattr(self, key)
-            _require(value is None or value >= 1, f"train.{key}", "must be >= 1 or null", value)
-        _require(self.time_budget_s is None or self.time_budget_s > 0, "train.time_budget_s", "must be > 0 or null",
+            require(value is None or value >= 1, f"train.{key}", "must be >= 1 or null", value)
+        require(self.time_budget_s is None or self.time_budget_s > 0, "train.time_budget_s", "must be > 0 or null",
                  self.time_budget_s)
-        _require(0.0 <= self.label_smoothing < 1.0, "train.label_smoothing", "must be in [0, 1)", self.label_smoothing)
-        _require(0.0 < self.ema_decay < 1.0, "train.ema_decay", "must be in (0, 1)", self.ema_decay)
-        _require(self.early_stop_min_delta >= 0, "train.early_stop_min_delta", "must be >= 0",
+        require(0.0 <= self.label_smoothing < 1.0, "train.label_smoothing", "must be in [0, 1)", self.label_smoothing)
+        require(0.0 < self.ema_decay < 1.0, "train.ema_decay", "must be in (0, 1)", self.ema_decay)
+        require(self.early_stop_min_delta >= 0, "train.early_stop_min_delta", "must be >= 0",
                  self.early_stop_min_delta)
         self.distill.validate()
 
@@ -259,9 +235,9 @@ class CheckpointConfig:
     resume: str | None = None  # a last.pt path, a run directory, or "auto" (the newest run of this run_name)
 
     def validate(self) -> None:
-        _require(self.every_steps is None or self.every_steps >= 1, "checkpoint.every_steps", "must be >= 1 or null",
+        require(self.every_steps is None or self.every_steps >= 1, "checkpoint.every_steps", "must be >= 1 or null",
                  self.every_steps)
-        _require(self.keep_last >= 0, "checkpoint.keep_last", "must be >= 0", self.keep_last)
+        require(self.keep_last >= 0, "checkpoint.keep_last", "must be >= 0", self.keep_last)
 
 
 @dataclass
@@ -274,8 +250,8 @@ class LogConfig:
     report: bool = True  # report.html at the end: curves, confusion matrix, predictions, attention (vitkit.viz)
 
     def validate(self) -> None:
-        _require(self.every_steps >= 1, "log.every_steps", "must be >= 1", self.every_steps)
-        _require(self.block_grad_every >= 0, "log.block_grad_every", "must be >= 0", self.block_grad_every)
+        require(self.every_steps >= 1, "log.every_steps", "must be >= 1", self.every_steps)
+        require(self.block_grad_every >= 0, "log.block_grad_every", "must be >= 0", self.block_grad_every)
 
 
 @dataclass
@@ -317,11 +293,6 @@ class Config:
 
 
 SECTIONS = tuple(f.name for f in dataclasses.fields(Config))
-
-
-def _require(ok: bool, key: str, rule: str, value: Any) -> None:
-    if not ok:
-        raise ConfigError(f"{key} {rule}, got {value!r}")
 
 
 def _plain(obj: Any) -> Any:

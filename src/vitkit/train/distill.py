@@ -21,9 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models.contract import VitkitModel
+from ..runtime import precision_dtype
 from .config import DistillConfig
-
-PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def load_teacher(cfg: DistillConfig, num_classes: int) -> tuple[nn.Module, tuple | None, tuple | None]:
@@ -77,7 +76,7 @@ class Distiller(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.criterion = criterion
-        self.dtype = PRECISION_DTYPES[precision]
+        self.dtype = precision_dtype(precision)
         self.teacher = teacher.to(self.dtype).eval().requires_grad_(False)
         self.renorm = teacher_norm is not None and teacher_norm[0] is not None and student_norm is not None \
             and tuple(map(tuple, teacher_norm)) != tuple(map(tuple, student_norm))

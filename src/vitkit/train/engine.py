@@ -66,7 +66,7 @@ class NonFiniteLossError(RuntimeError):
 
 
 def build_model(cfg: Config, num_classes: int, in_chans: int, img_size: tuple[int, int]) -> nn.Module:
-    from .. import create_model
+    from ..weights import create_model
 
     overrides: dict[str, Any] = {"num_classes": num_classes, "in_chans": in_chans, "img_size": img_size}
     if cfg.model.token_keep_rate < 1.0:

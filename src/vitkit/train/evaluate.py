@@ -114,8 +114,8 @@ def evaluate_checkpoint(
     ``dataset_kwargs``: options of the dataset kind (e.g. synthetic ``num_samples``), as ``data.kwargs`` in training.
     ``model_transform``: applied to the loaded model before evaluation, e.g. INT8 quantization (vitkit.infer).
     """
-    from .. import load_checkpoint
     from ..data import build_dataset, build_loader
+    from ..weights import load_checkpoint
 
     model = load_checkpoint(checkpoint, map_location=device)
     extra = getattr(model, "checkpoint_meta", {}).get("extra", {})

@@ -116,7 +116,7 @@ def _attention_figures(model: nn.Module, images: np.ndarray, picks: list[int], m
 
 def _prediction_sections(run_dir: Path, dataset, checkpoint: Path, device: torch.device, batch_size: int,
                          grid_images: int, attention_images: int) -> dict[str, str]:
-    from .. import load_checkpoint
+    from ..weights import load_checkpoint
 
     unavailable = {name: "" for name in ("Confusion matrix", "Validation predictions", "Attention maps")}
     if not checkpoint.is_file():
