@@ -188,12 +188,12 @@ class TrainConfig:
     accum_steps: int = 1  # gradient accumulation: forward passes per optimizer step
     precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"  # bf16/fp16 = autocast; fp16 (CUDA only) uses
     # GradScaler; auto = the fast one for the device: CUDA bf16 (fp16 before Ampere), CPU bf16 only with avx512_bf16 /
-    # AMX, else fp32 (bf16 is emulated and ~14x slower there)
+    # AMX, else fp32 (bf16 is emulated there, many times slower: docs/training.md)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compile: bool = False  # torch.compile the model
     channels_last: bool = False  # NHWC conv weights and inputs: oneDNN's native layout, so a conv stem skips
-    # layout reorders (the race's conv-stem hybrid, bf16 training step on the CPU: 1.26x, bf16_train_step.json)
-    grad_checkpointing: bool = False  # recompute block activations in backward (less memory, ~30% more compute)
+    # layout reorders (the race's conv-stem hybrid: benchmarks/results/bf16_train_step.json)
+    grad_checkpointing: bool = False  # recompute block activations in backward (less memory, one more forward)
     label_smoothing: float = 0.1
     ema: bool = False  # keep an exponential moving average of the weights, evaluated and saved beside them
     ema_decay: float = 0.999
@@ -205,9 +205,9 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False  # deterministic kernels: bitwise-reproducible runs and resumes
     threads: int | None = 1  # torch.set_num_threads; null keeps torch's default. 1 for tiny models: intra-op
-    # threads buy nothing at width 64 and collapse (~15x slower measured) when other processes share the cores
+    # threads buy nothing at width 64 and collapse when other processes share the cores (docs/training.md)
     retain_freed_memory: bool = True  # glibc keeps freed blocks for reuse instead of new zeroed pages each step:
-    # 1.15x faster CPU steps on the race model (vitkit.utils.allocator, benchmarks/results/cpu_allocator.json)
+    # faster CPU steps (vitkit.utils.allocator; benchmarks/results/cpu_allocator.json)
     distill: DistillConfig = field(default_factory=DistillConfig)  # knowledge distillation; off without a teacher
 
     def validate(self) -> None:
