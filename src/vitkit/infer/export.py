@@ -30,6 +30,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from ..models.contract import VitkitModel
 from ..runtime import unwrap_model
 from ..utils.fileio import atomic_path
 from ..weights import io as weights_io
@@ -246,8 +247,9 @@ def _write_onnx(model: nn.Module, spec: InferenceSpec, path: Path, example: torc
 def _check_hf_compatible(model: nn.Module) -> None:
     """transformers' ViT is the original ViT: refuse the options it cannot represent, naming them."""
     cfg = model.config
-    if getattr(model, "arch", None) != "vit":
-        raise ValueError(f"only plain ViT models export to Hugging Face, not arch {getattr(model, 'arch', None)!r}")
+    if not isinstance(model, VitkitModel) or model.arch != "vit":
+        raise ValueError(f"only plain ViT models export to Hugging Face, not {type(model).__name__}"
+                         f"{f' (arch {model.arch!r})' if isinstance(model, VitkitModel) else ''}")
     wanted = {
         "class_token": True, "reg_tokens": 0, "no_embed_class": False, "pos_embed": "learned", "pooling": "cls",
         "pre_norm": False, "final_norm": True, "init_values": None, "qk_norm": False, "dynamic_img_size": False,

@@ -79,9 +79,9 @@ def quantize_torchao_int8(model: nn.Module) -> nn.Module:
 
 def save_quantized(model: nn.Module, path: str | Path) -> Path:
     """Write a model from :func:`quantize_dynamic_int8` with enough metadata to rebuild it."""
-    meta = getattr(model, "checkpoint_meta", None) or {
-        "arch": getattr(model, "arch", "vit"), "config": model.config, "model_name": getattr(model, "model_name", ""),
-        "data_config": getattr(model, "data_config", {}), "extra": {},
+    meta = getattr(model, "checkpoint_meta", None) or {  # set by load_checkpoint; else the model contract's
+        "arch": model.arch, "config": model.config, "model_name": model.model_name, "data_config": model.data_config,
+        "extra": {},
     }
     payload = {"format": QUANTIZED_FORMAT, "meta": json.dumps(meta), "state_dict": model.state_dict()}
     path = Path(path)

@@ -157,7 +157,7 @@ def create_app(predictor: Predictor, config: ServeConfig | None = None) -> FastA
         await batcher.stop()
 
     app = FastAPI(title="vitkit", lifespan=lifespan)
-    model_name = getattr(predictor.model, "model_name", "") or "vitkit-model"
+    model_name = predictor.model.model_name or "vitkit-model"
 
     @app.middleware("http")
     async def record(request: Request, call_next):

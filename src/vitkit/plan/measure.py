@@ -105,8 +105,7 @@ def _make_step(model: nn.Module, batch: int, mode: str, precision: str, optimize
 
 
 def _prepare(model: nn.Module, mode: str, precision: str, ckpt: bool, device: torch.device) -> nn.Module:
-    if hasattr(model, "set_grad_checkpointing"):
-        model.set_grad_checkpointing(ckpt)
+    model.set_grad_checkpointing(ckpt)
     if mode == "infer" and precision in ("bf16", "fp16"):
         model = model.to(precision_dtype(precision))
     return model.to(device)
@@ -129,8 +128,7 @@ def count_step_flops(model: nn.Module, batch: int, mode: str = "train", precisio
     device = torch.device(device)
     dtype = _low_precision_dtype(precision) if mode == "infer" else None
     twin, fake_mode = fake_copy(model, device, dtype)
-    if hasattr(twin, "set_grad_checkpointing"):
-        twin.set_grad_checkpointing(grad_checkpointing)
+    twin.set_grad_checkpointing(grad_checkpointing)
     with fake_mode:
         step, _ = _make_step(twin, batch, mode, precision, "adamw", device)
         with FlopCounterMode(display=False) as counter:
@@ -167,8 +165,7 @@ def measure_step(
         fake_mode = FakeTensorMode()
         dtype = _low_precision_dtype(precision) if mode == "infer" else None
         _fake_parameters(model, fake_mode, device, dtype)
-        if hasattr(model, "set_grad_checkpointing"):
-            model.set_grad_checkpointing(grad_checkpointing)
+        model.set_grad_checkpointing(grad_checkpointing)
         with fake_mode:
             step, tracked = _make_step(model, batch, mode, precision, optimizer, device)
             tracker = MemTracker()
