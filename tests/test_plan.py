@@ -294,3 +294,14 @@ def test_given_throughput_is_what_the_footnote_says(capsys):
     assert "10 ep (h)" in out
     result = plan(PlanRequest("vit_tiny_patch16_224", num_classes=10, gpu="RTX4090", throughput=5000))
     assert result.accelerators[0].bound == "given" and result.params < 5_600_000  # a 10-class head
+
+
+def test_measure_predicts_one_devices_step_and_traced_plans_are_not_timed():
+    from vitkit.plan.planner import predicted_device_step
+
+    req = PlanRequest("vit_small_patch16_224", batch=256, accum=2, devices=2, strategy="ddp")
+    one = predicted_device_step(req, get_accelerator("H200"))
+    alone = plan(PlanRequest("vit_small_patch16_224", batch=64), accelerators=["H200"]).accelerators[0]
+    assert one.seconds == pytest.approx(alone.step_seconds) and one.bound in ("compute", "memory", "overhead")
+    levit = plan(PlanRequest("levit_128", batch=64), accelerators=["RTX4090"]).accelerators[0]
+    assert levit.images_per_second is None and levit.epoch_hours is None

@@ -17,7 +17,7 @@ from ..models.contract import VitkitModel
 from .flops import ViTShape, count_params, counted_flops, vit_flops
 from .gpus import ACCELERATORS, Accelerator, get_accelerator, overhead_bytes
 from .memory import MemoryEstimate, estimate_memory
-from .timing import FITTED, StepTime, TimeConstants, matmul_efficiency, step_kernels, step_time
+from .timing import FITTED, StepTime, TimeConstants, step_kernels, step_time
 from .traced import TracedShape, trace_shape, traced_memory
 
 STRATEGIES = ("single", "ddp", "fsdp")
@@ -323,25 +323,15 @@ def _traced_plan(req: PlanRequest, model: VitkitModel, accelerators: list[str] |
             fits=need <= acc.memory_bytes, max_micro_batch=largest, suggestion=suggestion,
             suggestion_gib=suggestion_gib, epoch_hours=None,
         )
-        fits.append(_timed(fit, acc_req, lambda acc=acc, r=acc_req: _traced_step(r, acc, shape, flops)))
+        # no kernel list without a closed form, and FLOPs alone miss these models' memory-bound convolutions and
+        # norms by an order of magnitude: only a given throughput times them
+        fits.append(_timed(fit, acc_req, lambda: None))
     return Plan(
         request=asdict(req), params=shape.params, flops_forward_per_image=shape.flops_forward,
         flops_train_per_image=shape.flops_train if training else shape.flops_forward,
         flops_forward_counted=shape.flops_forward, flops_breakdown={"counted": flops, "total": flops},
         memory=est, accelerators=fits,
     )
-
-
-def _traced_step(req: PlanRequest, acc: Accelerator, shape: TracedShape, flops_per_image: int) -> StepTime | None:
-    """No kernel list without a closed form: the counted FLOPs at the large-matmul efficiency (a lower bound on
-    time, labelled compute-bound)."""
-    if not acc.cuda:
-        return None
-    seconds = flops_per_image * req.batch / req.devices / (acc.peak_tflops(req.precision) * 1e12 * matmul_efficiency(
-        1 << 20)) + FITTED.step_overhead_s * req.accum
-    return StepTime(seconds=seconds, compute_seconds=seconds, memory_seconds=0.0, overhead_seconds=0.0,
-                    images_per_second=req.batch / seconds, bound="compute",
-                    tflops_achieved=flops_per_image * req.batch / req.devices / seconds / 1e12)
 
 
 def format_plan(p: Plan) -> str:
@@ -392,5 +382,5 @@ def format_plan(p: Plan) -> str:
     else:
         lines.append(f"time over {r['dataset_size']:,} images per epoch, predicted (not measured) by a per-kernel "
                      "roofline model fitted on timm's published RTX 3090 / 4090 tables (docs/planner.md); "
-                     "one device's step, no gradient communication; CPU hosts: give --throughput")
+                     "one device's step, no gradient communication; CPU hosts and LeViT / CrossViT: give --throughput")
     return "\n".join(lines)
