@@ -30,18 +30,14 @@ def build_parser() -> argparse.ArgumentParser:
 def expected_errors() -> tuple[type[BaseException], ...]:
     """The failures a user can cause and fix. Imported only when something failed, so `vitkit --help` stays fast.
 
-    ConfigError, BadImageError and DatasetLayoutError are ValueErrors; pickle.UnpicklingError covers the refusal to
-    unpickle an unsafe CIFAR batch.
+    Bad input is a ValueError (ConfigError, BadImageError, DatasetLayoutError, UnknownModelError, viz's
+    UnsupportedModelError); pickle.UnpicklingError covers the refusal to unpickle an unsafe CIFAR batch. A bare
+    KeyError or TypeError is a bug and keeps its traceback.
     """
     from ..infer.export import ExportParityError
     from ..weights import WeightLoadError
 
-    return FileNotFoundError, ValueError, KeyError, ExportParityError, WeightLoadError, pickle.UnpicklingError
-
-
-def error_message(err: BaseException) -> str:
-    # str(KeyError("x")) is "'x'": the message itself reads better
-    return str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+    return FileNotFoundError, ValueError, ExportParityError, WeightLoadError, pickle.UnpicklingError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:
         if os.environ.get(DEBUG_ENV) == "1" or not isinstance(err, expected_errors()):
             raise
-        print(f"error: {error_message(err)}", file=sys.stderr)
+        print(f"error: {err}", file=sys.stderr)
         return 2
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from ..utils.allocator import retain_for_inference
 
@@ -45,69 +44,28 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from ..infer.export import export_model
+    from ..infer.predict import load_image_batch
+    from ..infer.quantize import export_onnx_int8
     from ..weights import load_model
 
+    int8 = args.int8 if args.format == "onnx" else None
+    if int8 == "static" and not args.calib_images:
+        raise ValueError("--int8 static needs --calib-images (real training images, not the check images)")
     model = load_model(args.checkpoint)
-    check = _real_batch(model, args.check_images, args.max_check_images) if args.check_images else None
+    check = load_image_batch(model, args.check_images, args.max_check_images) if args.check_images else None
     report = export_model(
         model, args.format, args.out, check_inputs=check, atol=args.atol, opset=args.opset, exporter=args.exporter
     )
     print(report.describe())
-    if args.int8 and args.format != "onnx":
+    if args.int8 and not int8:
         print("warning: --int8 applies to --format onnx only; no INT8 model written", file=sys.stderr)
-    elif args.int8:
-        _export_int8(args, model, check)
+    elif int8:
+        calibration = load_image_batch(model, args.calib_images, args.max_calib_images) if int8 == "static" else None
+        print(export_onnx_int8(
+            args.out, model, mode=int8, calibration=calibration, calib_method=args.calib_method, check=check,
+            min_agreement=args.min_agreement,
+        ).describe())
     return 0
-
-
-def _real_batch(model, sources: list[str], limit: int):
-    """Real images (files/folders/globs) through the model's own eval transform, as one float batch."""
-    import torch
-
-    from ..data.decode import BadImageError, read_many_rgb
-    from ..infer.predict import expand_inputs
-    from ..infer.preprocess import InferenceSpec
-
-    paths, problems = expand_inputs(sources)
-    if problems:
-        raise ValueError("; ".join(problems))
-    images = [img for img in read_many_rgb([str(p) for p in paths[:limit]]) if not isinstance(img, BadImageError)]
-    if not images:
-        raise ValueError(f"none of the images in {sources} could be decoded")
-    transform = InferenceSpec.from_model(model).transform()
-    return torch.stack([transform(img) for img in images])
-
-
-def _export_int8(args: argparse.Namespace, model, check) -> None:
-    """Write ``<out>.int8.onnx`` (dynamic or static) beside the verified fp32 ONNX and check its top-1 agreement
-    with eager fp32 on the real check images; INT8 is held to an agreement floor, not to the fp32 tolerance."""
-    import torch
-
-    from ..infer.export import ExportParityError, OnnxModel
-    from ..infer.quantize import quantize_onnx_int8, quantize_onnx_static_int8
-
-    out = Path(args.out)
-    dst = out.with_name(out.stem + ".int8.onnx")
-    if args.int8 == "static":
-        if not args.calib_images:
-            raise ValueError("--int8 static needs --calib-images (real training images, not the check images)")
-        calib = _real_batch(model, args.calib_images, args.max_calib_images)
-        quantize_onnx_static_int8(out, dst, list(calib.split(16)), method=args.calib_method)
-        kind = f"static, {args.calib_method} calibration on {len(calib)} images"
-    else:
-        quantize_onnx_int8(out, dst)
-        kind = "dynamic"
-    line = f"ONNX Runtime INT8 ({kind}, per-channel weights) -> {dst} ({dst.stat().st_size / 1e6:.1f} MB)"
-    if check is None:
-        print(line + "; no --check-images, so its top-1 agreement with fp32 was not measured")
-        return
-    with torch.inference_mode():
-        agree = float((OnnxModel(dst)(check).argmax(-1) == model(check).argmax(-1)).float().mean())
-    print(f"{line}; top-1 agreement with eager fp32 on {len(check)} check images {100 * agree:.1f}%")
-    if agree < args.min_agreement:
-        dst.unlink()
-        raise ExportParityError(f"INT8 top-1 agreement {agree:.4f} < --min-agreement {args.min_agreement}; "
-                                f"{dst} removed (the fp32 export is kept)")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -113,6 +113,27 @@ def expand_inputs(inputs: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
     return unique, problems
 
 
+def load_image_batch(
+    model_or_spec: nn.Module | InferenceSpec, sources: Iterable[str | Path], limit: int | None = None,
+) -> torch.Tensor:
+    """Real images (files, folders, globs) through the model's own eval transform, as one float batch.
+
+    For parity checks and calibration, where a missing input or an unreadable file would silently weaken the check:
+    an input that names nothing is an error; undecodable files are left out, and none decodable is an error.
+    ``limit`` caps the number of images read (in sorted path order).
+    """
+    sources = [str(s) for s in sources]
+    paths, problems = expand_inputs(sources)
+    if problems:
+        raise ValueError("; ".join(problems))
+    decoded = read_many_rgb([str(p) for p in paths[:limit]])
+    images = [img for img in decoded if not isinstance(img, BadImageError)]
+    if not images:
+        raise ValueError(f"none of the images in {sources} could be decoded")
+    spec = model_or_spec if isinstance(model_or_spec, InferenceSpec) else InferenceSpec.from_model(model_or_spec)
+    return stack_transformed(images, spec.transform())
+
+
 @dataclass
 class Prediction:
     path: str
@@ -184,6 +205,6 @@ def format_predictions(predictions: Sequence[Prediction], fmt: str = "table") ->
 
 
 __all__ = [
-    "PRECISIONS", "Prediction", "PredictionRun", "Predictor", "expand_inputs",
-    "format_predictions", "predict_paths",
+    "PRECISIONS", "Prediction", "PredictionRun", "Predictor", "expand_inputs", "format_predictions",
+    "load_image_batch", "predict_paths",
 ]

@@ -22,6 +22,7 @@ import copy
 import json
 import warnings
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from torch import nn
 from ..metrics import accuracy, confusion_matrix, predicted_classes
 from ..models.registry import build_from_config
 from ..utils.fileio import atomic_path, load_weights_only
+from .export import ExportParityError, OnnxModel
 
 QUANTIZED_FORMAT = "vitkit-int8-dynamic"
 
@@ -184,6 +186,66 @@ def quantize_onnx_static_int8(
     return dst
 
 
+INT8_MODES = ("dynamic", "static")
+#: images per calibration batch fed to ONNX Runtime's calibrator
+CALIBRATION_BATCH = 16
+
+
+@dataclass
+class Int8ExportReport:
+    """An INT8 ONNX model written by :func:`export_onnx_int8`: its path, how it was quantized, its size in bytes and
+    its top-1 agreement with eager fp32 on ``checked`` check images (None when no check images were given)."""
+
+    path: Path
+    kind: str
+    size: int
+    agreement: float | None = None
+    checked: int = 0
+
+    def describe(self) -> str:
+        line = f"ONNX Runtime INT8 ({self.kind}, per-channel weights) -> {self.path} ({self.size / 1e6:.1f} MB)"
+        if self.agreement is None:
+            return line + "; no --check-images, so its top-1 agreement with fp32 was not measured"
+        return f"{line}; top-1 agreement with eager fp32 on {self.checked} check images {100 * self.agreement:.1f}%"
+
+
+def export_onnx_int8(
+    onnx_path: str | Path, model: nn.Module, *, mode: str = "dynamic", calibration: torch.Tensor | None = None,
+    calib_method: str = "minmax", check: torch.Tensor | None = None, min_agreement: float = 0.99,
+    dst: str | Path | None = None,
+) -> Int8ExportReport:
+    """Quantize a verified fp32 ONNX export of ``model`` to ``dst`` (default ``<stem>.int8.onnx`` beside it) and
+    check the INT8 model's top-1 agreement with eager fp32 on ``check`` (a preprocessed batch of real images).
+
+    INT8 is held to an agreement floor, not to the fp32 export's logit tolerance: below ``min_agreement`` the INT8
+    file is removed (the fp32 one is kept) and :class:`ExportParityError` is raised. ``mode="static"`` needs
+    ``calibration``, a preprocessed batch of real training images (not the check images), and ``calib_method``.
+    """
+    if mode not in INT8_MODES:
+        raise ValueError(f"unknown INT8 mode {mode!r}; expected one of {INT8_MODES}")
+    src = Path(onnx_path)
+    dst = Path(dst) if dst is not None else src.with_name(src.stem + ".int8.onnx")
+    if mode == "static":
+        if calibration is None or len(calibration) == 0:
+            raise ValueError("static INT8 needs calibration images (real training images, not the check images)")
+        quantize_onnx_static_int8(src, dst, list(calibration.split(CALIBRATION_BATCH)), method=calib_method)
+        kind = f"static, {calib_method} calibration on {len(calibration)} images"
+    else:
+        quantize_onnx_int8(src, dst)
+        kind = "dynamic"
+    report = Int8ExportReport(dst, kind, dst.stat().st_size)
+    if check is None:
+        return report
+    with torch.inference_mode():
+        agree = float((OnnxModel(dst)(check).argmax(-1) == model(check).argmax(-1)).float().mean())
+    report.agreement, report.checked = agree, len(check)
+    if agree < min_agreement:
+        dst.unlink()
+        raise ExportParityError(f"INT8 top-1 agreement {agree:.4f} < --min-agreement {min_agreement}; "
+                                f"{dst} removed (the fp32 export is kept)")
+    return report
+
+
 @torch.inference_mode()
 def top1_accuracy(forward: Callable[[torch.Tensor], torch.Tensor], batches: Iterable[tuple[Any, Any]]) -> dict:
     """Top-1 accuracy and the predictions of ``forward`` (any backend) over (images, labels) batches."""
@@ -200,7 +262,7 @@ def top1_accuracy(forward: Callable[[torch.Tensor], torch.Tensor], batches: Iter
 
 
 __all__ = [
-    "CALIBRATION_METHODS", "QUANTIZED_FORMAT", "TensorCalibrationReader", "load_quantized", "quantize_dynamic_int8",
-    "quantize_onnx_int8", "quantize_onnx_static_int8", "quantize_torchao_int8", "save_quantized",
-    "top1_accuracy",
+    "CALIBRATION_METHODS", "INT8_MODES", "QUANTIZED_FORMAT", "Int8ExportReport", "TensorCalibrationReader",
+    "export_onnx_int8", "load_quantized", "quantize_dynamic_int8", "quantize_onnx_int8", "quantize_onnx_static_int8",
+    "quantize_torchao_int8", "save_quantized", "top1_accuracy",
 ]

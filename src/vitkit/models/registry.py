@@ -36,6 +36,14 @@ class ModelSpec:
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
+class UnknownModelError(ValueError, KeyError):
+    """A model name or checkpoint architecture that is not registered: bad input, hence a ValueError; also a
+    KeyError, as it is a failed lookup by name and callers may catch it as one."""
+
+    def __str__(self) -> str:  # KeyError's str() would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
 def register_arch(cls: ModelClass) -> ModelClass:
     """Class decorator: make an architecture rebuildable from a checkpoint's recorded ``arch``."""
     ARCHS[cls.arch] = cls
@@ -61,7 +69,7 @@ def get_model_spec(name: str) -> ModelSpec:
     except KeyError:
         close = difflib.get_close_matches(name, _REGISTRY, n=5, cutoff=0.5)
         hint = f"; closest registered names: {', '.join(close)}" if close else ""
-        raise KeyError(f"unknown model {name!r}{hint} (see vitkit.list_models())") from None
+        raise UnknownModelError(f"unknown model {name!r}{hint} (see vitkit.list_models())") from None
 
 
 def create_model(name: str, **overrides: Any) -> VitkitModel:
@@ -84,11 +92,11 @@ def create_model(name: str, **overrides: Any) -> VitkitModel:
 def build_from_config(arch: str, config: dict[str, Any]) -> VitkitModel:
     """Rebuild a model from the ``arch`` and constructor config a checkpoint recorded."""
     if arch not in ARCHS:
-        raise KeyError(f"unknown architecture {arch!r}; known: {', '.join(sorted(ARCHS))}")
+        raise UnknownModelError(f"unknown architecture {arch!r}; known: {', '.join(sorted(ARCHS))}")
     return ARCHS[arch](**config)
 
 
 __all__ = [
-    "ARCHS", "ModelSpec", "register_arch", "register_model", "list_models", "get_model_spec", "create_model",
-    "build_from_config",
+    "ARCHS", "ModelSpec", "UnknownModelError", "register_arch", "register_model", "list_models", "get_model_spec",
+    "create_model", "build_from_config",
 ]
