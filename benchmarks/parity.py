@@ -6,16 +6,14 @@
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+from vitkit.runtime import machine_info
+from vitkit.utils.fileio import atomic_write_text
+from vitkit.weights import parity as pc
 
-import parity_cases as pc  # noqa: E402
-from vitkit.runtime import machine_info  # noqa: E402
-from vitkit.utils.fileio import atomic_write_text  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> int:

@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 import pytest
 
-from data_fixtures import make_fake_cifar10, make_fake_cifar100
+from tests.helpers.data import make_fake_cifar10, make_fake_cifar100
 from vitkit.data import build_dataset
 from vitkit.data.cifar import UnsafePickleError, load_batch
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from data_fixtures import jpeg_bytes, make_image_folder, real_cifar10_root, solid
+from tests.helpers.data import jpeg_bytes, make_image_folder, real_cifar10_root, solid
 from vitkit.data import build_dataset, build_loader
 from vitkit.data import cache as cache_mod
 from vitkit.data.decode import BadImageError, decode_rgb, jpeg_header

@@ -10,13 +10,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
-def real_cifar10_root() -> Path | None:
-    """The shared JPEG CIFAR-10 copy (``$VITKIT_CIFAR10_DIR`` or ``<repo>/../shared/data/cifar10``), if present."""
-    root = Path(os.environ.get("VITKIT_CIFAR10_DIR", REPO.parent / "shared" / "data" / "cifar10"))
-    return root if (root / "train").is_dir() else None
+def real_cifar10_root(split: str = "train") -> Path | None:
+    """The shared JPEG CIFAR-10 copy (``$VITKIT_CIFAR10_DIR`` or ``<repo>/../shared/data/cifar10``), if it holds
+    ``split``; tests that use it skip or fall back to synthetic images without it."""
+    root = Path(os.environ.get("VITKIT_CIFAR10_DIR") or REPO.parent / "shared" / "data" / "cifar10")
+    return root if (root / split).is_dir() else None
 
 
 def solid(color: tuple[int, int, int], size: tuple[int, int] = (12, 12)) -> Image.Image:

@@ -1,6 +1,6 @@
-"""A training run killed from outside the loop: ``python tests/fault_driver.py STEP --set key=value ...`` trains
-the resolved config (as `vitkit train --set ...` would) and dies hard (os._exit, nothing flushed or cleaned, like
-kill -9) right after optimizer step STEP, through the loop's step callback. Under torchrun every rank dies."""
+"""A training run killed from outside the loop: ``python tests/helpers/fault_driver.py STEP --set key=value ...``
+trains the resolved config (as `vitkit train --set ...` would) and dies hard (os._exit, nothing flushed or cleaned,
+like kill -9) right after optimizer step STEP, through the loop's step callback. Under torchrun every rank dies."""
 
 from __future__ import annotations
 

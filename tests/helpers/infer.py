@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import torch
@@ -11,13 +10,9 @@ from PIL import Image
 
 import vitkit
 
+from .data import real_cifar10_root
+
 CLASS_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-
-
-def cifar10_dir() -> Path | None:
-    env = os.environ.get("VITKIT_CIFAR10_DIR")
-    path = Path(env) if env else Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifar10"
-    return path if (path / "test").is_dir() else None
 
 
 def tiny_model(seed: int = 0, **overrides) -> torch.nn.Module:
@@ -40,7 +35,7 @@ def image_bytes(size=(40, 30), fmt="PNG", color=(200, 30, 60)) -> bytes:
 def write_images(folder: Path, n: int = 3) -> list[Path]:
     """Real CIFAR-10 test JPEGs when the data is present, otherwise small synthetic PNGs."""
     folder.mkdir(parents=True, exist_ok=True)
-    root = cifar10_dir()
+    root = real_cifar10_root("test")
     paths = []
     for i in range(n):
         if root is not None:

@@ -1,4 +1,4 @@
-"""Checks every model variant must pass, shared by tests/test_variants_levit.py and test_variants_crossvit.py."""
+"""Checks every model variant must pass (tests/models/), and the one tiny training loop the model tests share."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import parity_cases as pc
 import vitkit
+from vitkit.weights.parity import max_abs_diff, randomize_weights
 
 
 def timm_layout_and_parameter_count(name: str) -> tuple[int, int]:
@@ -35,7 +35,7 @@ def timm_parity_through_a_file(peer: nn.Module, ours: nn.Module, tmp: Path, inpu
     """
     from safetensors.torch import save_file
 
-    pc._randomize(peer, 0, input_size)  # BatchNorm statistics too
+    randomize_weights(peer, 0, input_size)  # BatchNorm statistics too
     path = tmp / "timm.safetensors"
     save_file({k: v.contiguous() for k, v in peer.eval().state_dict().items()}, str(path))
     report = vitkit.load_pretrained(ours, path)
@@ -43,14 +43,16 @@ def timm_parity_through_a_file(peer: nn.Module, ours: nn.Module, tmp: Path, inpu
     x = torch.randn(3, *input_size, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         ref = peer(x)
-        relative32 = pc.max_abs_diff(ref, ours.eval()(x)) / ref.abs().max().item()
-        diff64 = pc.max_abs_diff(peer.double()(x.double()), ours.double()(x.double()))
+        relative32 = max_abs_diff(ref, ours.eval()(x)) / ref.abs().max().item()
+        diff64 = max_abs_diff(peer.double()(x.double()), ours.double()(x.double()))
     return relative32, diff64
 
 
-def training_losses(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int = 15, lr: float = 2e-3):
+def training_losses(model: nn.Module, x, y: torch.Tensor, steps: int = 15, lr: float = 2e-3) -> list[float]:
+    """Cross-entropy after each of ``steps`` full-batch AdamW steps on (x, y), the model in train mode; only
+    parameters that require gradients are optimized (LoRA freezes the base)."""
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
     losses = []
     for _ in range(steps):
         loss = F.cross_entropy(model(x), y)
@@ -80,4 +82,4 @@ def compiled_matches_eager(model: nn.Module, x: torch.Tensor) -> float:
     compiled(x).sum().backward()
     model.eval()
     with torch.no_grad():
-        return pc.max_abs_diff(compiled(x), model(x))
+        return max_abs_diff(compiled(x), model(x))

@@ -11,7 +11,8 @@ import torch
 
 from vitkit.train.config import Config, load_config
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
+FAULT_DRIVER = REPO / "tests" / "helpers" / "fault_driver.py"  # run as a script, by path
 
 TINY = [
     "data.name=synthetic",
@@ -27,7 +28,7 @@ TINY = [
     "log.progress=none",
     "log.tensorboard=false",
     "log.curves=false",
-    "log.report=false",  # report.html has its own tests (tests/test_viz_report.py)
+    "log.report=false",  # report.html has its own tests (tests/viz/test_report.py)
 ]
 
 
@@ -46,7 +47,7 @@ def run_killed(die_after_step: int, sets: list[str], tmp_path: Path, timeout: fl
                ) -> subprocess.CompletedProcess:
     """Train ``sets`` in a fresh process that dies hard (exit status 3) after optimizer step ``die_after_step``."""
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, str(REPO / "tests" / "fault_driver.py"), str(die_after_step),
+    return subprocess.run([sys.executable, str(FAULT_DRIVER), str(die_after_step),
                            *cli_sets(sets)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
 
 

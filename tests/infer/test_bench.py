@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from infer_helpers import save_tiny_checkpoint, tiny_model
+from tests.helpers.infer import save_tiny_checkpoint, tiny_model
 from vitkit.cli import main
 from vitkit.infer.bench import percentile, run_bench, time_calls
 

@@ -8,12 +8,10 @@ import onnx
 import pytest
 import torch
 
-from infer_helpers import CLASS_NAMES, save_tiny_checkpoint, tiny_model, write_images
+from tests.helpers.infer import CLASS_NAMES, save_tiny_checkpoint, tiny_model, write_images
 from vitkit import load_checkpoint
 from vitkit.cli import main
 from vitkit.infer import ExportParityError, InferenceSpec, OnnxModel, export_model
-from vitkit.infer.export import vitkit_to_hf_state
-from vitkit.weights.hf import convert_hf
 
 
 @pytest.fixture(scope="module")
@@ -66,16 +64,6 @@ def test_failed_parity_raises_and_writes_nothing(checkpoint, tmp_path):
     with pytest.raises(ExportParityError, match=r"max abs diff .* > tolerance 1e-12"):
         export_model(load_checkpoint(checkpoint), "onnx", out, atol=1e-12)  # onnxruntime differs by ~1e-7
     assert list(tmp_path.iterdir()) == []
-
-
-def test_hf_mapping_is_the_inverse_of_the_import_table():
-    state = tiny_model().state_dict()
-    hf_state = vitkit_to_hf_state(state)
-    assert "vit.encoder.layer.1.attention.attention.query.weight" in hf_state
-    assert hf_state["vit.encoder.layer.0.attention.attention.value.bias"].shape == (32,)
-    back, unmatched = convert_hf(hf_state)
-    assert unmatched == [] and back.keys() == state.keys()
-    assert all(torch.equal(back[k], state[k]) for k in state)
 
 
 def test_hf_refuses_what_transformers_cannot_represent(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import vitkit
-from infer_helpers import CLASS_NAMES, save_tiny_checkpoint, tiny_model, write_images
+from tests.helpers.infer import CLASS_NAMES, save_tiny_checkpoint, tiny_model, write_images
 from vitkit.cli import main
 from vitkit.data.decode import BadImageError
 from vitkit.infer import InferenceSpec, Predictor, expand_inputs, format_predictions, predict_paths

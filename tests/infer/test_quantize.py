@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import vitkit
-from infer_helpers import tiny_model
+from tests.helpers.infer import tiny_model
 from vitkit.infer import (
     OnnxModel,
     export_model,

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from infer_helpers import CLASS_NAMES, image_bytes, save_tiny_checkpoint
+from tests.helpers.infer import CLASS_NAMES, image_bytes, save_tiny_checkpoint
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _free_port() -> int:

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-import variant_checks as vc
+import tests.helpers.models as vc
 import vitkit
 from vitkit.models.crossvit import CrossViT
 
@@ -152,7 +152,7 @@ def test_planner_traces_crossvit():
 
 
 def test_the_training_engine_trains_crossvit(tmp_path):
-    from train_helpers import tiny_config
+    from tests.helpers.train import tiny_config
     from vitkit.train import train
 
     summary = train(tiny_config(tmp_path, "model.name=crossvit_tiny_patch4_32", "train.epochs=1",

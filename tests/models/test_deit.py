@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-import parity_cases as pc
 import vitkit
 from vitkit.models.deit import DistilledVisionTransformer
+from vitkit.weights import parity as pc
 
 TINY = dict(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3, num_classes=10)
 
@@ -27,7 +27,7 @@ def test_timm_logit_parity_through_a_file(tmp_path):
 
     torch.manual_seed(0)
     peer = timm.models.deit.VisionTransformerDistilled(**TINY).eval()
-    pc._randomize(peer, 0)
+    pc.randomize_weights(peer, 0)
     path = tmp_path / "deit.safetensors"
     save_file({k: v.contiguous() for k, v in peer.state_dict().items()}, str(path))
     ours = DistilledVisionTransformer(**TINY).eval()

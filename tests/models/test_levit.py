@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-import parity_cases as pc
-import variant_checks as vc
+import tests.helpers.models as vc
 import vitkit
 from vitkit.models.levit import LeViT, attention_bias_index
+from vitkit.weights import parity as pc
 
 # 32 px, stride-4 stem: 8x8 -> 4x4 -> 2x2 token grids; a few thousand parameters
 TINY = dict(img_size=32, stem_stride=4, embed_dim=(16, 24, 32), key_dim=8, depth=(1, 1, 1), num_heads=(2, 3, 4),
@@ -81,7 +81,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
 
 def test_batchnorm_folding_keeps_the_eval_function():
     model = tiny()
-    pc._randomize(model, 3)
+    pc.randomize_weights(model, 3)
     model.eval()
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
@@ -125,7 +125,7 @@ def test_checkpoint_round_trip_and_onnx_export_with_parity(tmp_path):
     from vitkit.infer import export_model
 
     model = tiny().eval()
-    pc._randomize(model, 1)
+    pc.randomize_weights(model, 1)
     vitkit.save_checkpoint(model, tmp_path / "m.safetensors")
     again = vitkit.load_checkpoint(tmp_path / "m.safetensors").eval()
     x = torch.randn(2, 3, 32, 32)
@@ -173,7 +173,7 @@ def test_planner_traces_levit_and_bounds_the_measured_step():
 
 
 def test_the_training_engine_trains_levit(tmp_path):
-    from train_helpers import tiny_config
+    from tests.helpers.train import tiny_config
     from vitkit.train import train
 
     summary = train(tiny_config(tmp_path, "model.name=levit_128s_stem4_32", "train.epochs=1", "train.grad_checkpointing=true",

@@ -1,10 +1,10 @@
-"""LoRA through peft on vitkit models: what trains, what is saved, merging for export, the planner's numbers."""
+"""LoRA through peft on vitkit models: what trains, what is saved, merging for export."""
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import vitkit
+from tests.helpers.models import training_losses
 
 pytest.importorskip("peft")
 from vitkit.models.lora import (  # noqa: E402
@@ -15,7 +15,6 @@ from vitkit.models.lora import (  # noqa: E402
     save_adapters,
     trainable_parameters,
 )
-from vitkit.plan.lora import lora_memory  # noqa: E402
 
 TINY = dict(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3, num_classes=4)
 
@@ -28,15 +27,7 @@ def _base(name="vit_tiny_patch4_32"):
 def _train(model, steps=15):
     torch.manual_seed(1)
     x, y = torch.randn(16, 3, 32, 32), torch.arange(16) % 4
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    losses = []
-    for _ in range(steps):
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    return losses, x
+    return training_losses(model, x, y, steps=steps, lr=1e-2), x
 
 
 def test_only_adapters_and_head_train_and_the_loss_decreases():
@@ -91,11 +82,3 @@ def test_merge_folds_adapters_into_a_plain_model_that_saves_and_exports(tmp_path
 def test_bad_target_names_the_linear_layers():
     with pytest.raises(ValueError, match="qkv"):
         add_lora(_base(), targets=("query",))
-
-
-def test_planner_memory_for_lora_drops_gradients_and_optimizer_states():
-    full, lora = lora_memory("vit_base_patch16_224", rank=8, batch=32)
-    with torch.device("meta"):
-        trainable = lora_parameter_count(vitkit.create_model("vit_base_patch16_224"), 8)
-    assert lora.gradients == 4 * trainable and lora.optimizer_states == 8 * trainable  # AdamW: two fp32 states
-    assert lora.peak < full.peak and lora.weights > full.weights  # adapters add weights, remove most states

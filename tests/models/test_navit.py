@@ -2,9 +2,9 @@
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import vitkit
+from tests.helpers.models import training_losses
 from vitkit.models.navit import NaViT, PackCollate, pack_images
 
 TINY = dict(patch_size=8, embed_dim=48, depth=2, num_heads=3, num_classes=4, max_grid=8, max_seq_len=40)
@@ -59,14 +59,7 @@ def test_training_on_mixed_resolutions_decreases_the_loss_with_checkpointing():
     model.set_grad_checkpointing(True)
     images, labels = _images(), torch.tensor([0, 1, 2, 3, 0])
     packed = pack_images(images, 8, 40)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(15):
-        loss = F.cross_entropy(model(packed), labels)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = training_losses(model, packed, labels, lr=3e-3)
     assert losses[-1] < 0.6 * losses[0], losses
 
 
@@ -98,7 +91,7 @@ def test_onnx_export_of_fixed_size_batches(tmp_path):
 
 
 def test_the_training_engine_trains_navit_on_plain_batches(tmp_path):
-    from train_helpers import tiny_config
+    from tests.helpers.train import tiny_config
     from vitkit.train import train
 
     summary = train(tiny_config(tmp_path, "model.name=navit_tiny_patch4_32", "train.epochs=1",

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from train_helpers import REPO, TINY, last_weights, run_cli, run_killed, tiny_config
+from tests.helpers.train import REPO, TINY, last_weights, run_cli, run_killed, tiny_config
 from vitkit.train import train
 from vitkit.train.checkpoint import load_train_state, resolve_resume, save_train_state
 
@@ -102,8 +102,8 @@ def test_failed_save_keeps_the_previous_file(tmp_path, monkeypatch):
     path = tmp_path / "last.pt"
     save_train_state(path, {"i": 1})
 
-    def dies_halfway(obj, f):
-        Path(f).write_bytes(b"\x80\x02half a pickle")
+    def dies_halfway(obj, f):  # f: the open temporary file
+        f.write(b"\x80\x02half a pickle")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(torch, "save", dies_halfway)

@@ -10,7 +10,7 @@ import yaml
 from vitkit.cli import main
 from vitkit.train.config import Config, ConfigError, config_from_dict, load_config, parse_override
 
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 
 
 def test_embedded_default_is_digits_recipe():

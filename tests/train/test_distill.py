@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from train_helpers import REPO, TINY, cli_sets, tiny_config
+from tests.helpers.train import REPO, TINY, cli_sets, tiny_config
 from vitkit.train import train
 from vitkit.train.config import ConfigError, load_config
 from vitkit.train.distill import DistillConfig, Distiller

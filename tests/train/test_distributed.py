@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 
 import vitkit
-from train_helpers import REPO, TINY, cli_sets, last_weights, max_abs_diff, tiny_config
+from tests.helpers.train import FAULT_DRIVER, REPO, TINY, cli_sets, last_weights, max_abs_diff, tiny_config
 from vitkit.train import train
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs gloo")
@@ -32,10 +32,10 @@ def torchrun(args: list[str], cwd: Path, nproc: int = 2) -> subprocess.Completed
 
 
 def torchrun_killed(die_after_step: int, sets: list[str], cwd: Path, nproc: int = 2) -> subprocess.CompletedProcess:
-    """torchrun of tests/fault_driver.py: every rank dies hard after optimizer step ``die_after_step``."""
+    """torchrun of tests/helpers/fault_driver.py: every rank dies hard after optimizer step ``die_after_step``."""
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           str(REPO / "tests" / "fault_driver.py"), str(die_after_step), *cli_sets(sets)]
+           str(FAULT_DRIVER), str(die_after_step), *cli_sets(sets)]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 

@@ -9,8 +9,10 @@ import pytest
 import torch
 
 import vitkit
-from train_helpers import last_weights, max_abs_diff, tiny_config
+from tests.helpers.train import last_weights, max_abs_diff, tiny_config
+from vitkit import create_model
 from vitkit.train import NonFiniteLossError, train
+from vitkit.train.config import ConfigError, load_config
 from vitkit.train.engine import build_model
 
 SGD = ["optim.name=sgd", "optim.momentum=0.0", "optim.lr=0.5", "optim.weight_decay=0.0", "optim.clip_grad_norm=null",
@@ -165,45 +167,101 @@ def test_channels_last_matches_the_default_layout(tmp_path):
     assert model(torch.randn(2, 3, 8, 8)).shape == (2, 4)
 
 
-def test_eval_cli_reports_and_draws_the_confusion_matrix(tmp_path, capsys):
-    from vitkit.cli import main
+# Progressive resolution (data.size_schedule), batch scaling and time budgets
 
-    summary = train(tiny_config(tmp_path, "train.max_steps=2"))
-    best = Path(summary["run_dir"]) / "best.safetensors"
-    assert main(["eval", str(best), "--data", "synthetic"]) == 2
-    assert "predicts 4 classes but 'synthetic' has 10" in capsys.readouterr().err
-    args = ["eval", str(best), "--data", "synthetic", "--out", str(tmp_path / "ev"), "--data-arg", "num_samples=128",
-            "--data-arg", "image_size=8", "--data-arg", "num_classes=4", "--json"]
-    assert main(args) == 0
-    result = json.loads(capsys.readouterr().out)
-    assert result["acc1"] == pytest.approx(summary["test_acc1"])  # same weights, same test split
-    assert len(result["per_class_acc"]) == 4 and (tmp_path / "ev" / "confusion.png").stat().st_size > 1000
-    assert sum(map(sum, result["confusion"])) == 128 and (tmp_path / "ev" / "eval.json").is_file()
+PROGRESSIVE = ["data.size_schedule=[[0, 4], [0.5, 8]]", "train.epochs=4"]  # 2x2 tokens for half the run, then 4x4
 
 
-def test_hflip_tta_averages_the_logits_of_image_and_mirror():
-    from vitkit.train.evaluate import evaluate
+def _record_inputs(model: torch.nn.Module) -> list[tuple[int, ...]]:
+    shapes: list[tuple[int, ...]] = []
+    model.register_forward_pre_hook(lambda _m, args: shapes.append(tuple(args[0].shape)) if _m.training else None)
+    return shapes
 
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 3))
-    images, labels = torch.randn(6, 3, 4, 4), torch.tensor([0, 1, 2, 0, 1, 2])
-    kwargs = dict(num_classes=3, mean=(0.0,) * 3, std=(1.0,) * 3, device=torch.device("cpu"))
-    plain = evaluate(model, [(images, labels)], **kwargs)
-    tta = evaluate(model, [(images, labels)], hflip_tta=True, **kwargs)
+
+def _model(cfg):
+    from vitkit.train.engine import build_model
+
+    return build_model(cfg, num_classes=4, in_chans=3, img_size=(8, 8))
+
+
+def test_schedule_trains_small_then_native_and_evaluates_native(tmp_path):
+    cfg = tiny_config(tmp_path, *PROGRESSIVE)
+    model = _model(cfg)
+    shapes = _record_inputs(model)
+    summary = train(cfg, model=model)
+    sizes = [s[-1] for s in shapes]
+    # 4 steps per epoch, 16 steps: the first half at 4 px, the rest at the model's own 8 px, in that order
+    assert sizes == [4] * 8 + [8] * 8, sizes
+    assert all(s[0] == 32 for s in shapes)  # constant batch by default
+    assert summary["test_acc1"] is not None and summary["steps"] == 16
+
+
+def test_scaled_batches_keep_pixels_per_step(tmp_path):
+    cfg = tiny_config(tmp_path, *PROGRESSIVE, "data.size_schedule_batch=scale")
+    model = _model(cfg)
+    shapes = _record_inputs(model)
+    summary = train(cfg, model=model)
+    # at 4 px four loader batches of 32 join into one step of 128 (same pixels as 32 images at 8 px)
+    small = [s for s in shapes if s[-1] == 4]
+    assert small and all(s[0] == 128 for s in small), shapes
+    assert all(s[0] == 32 for s in shapes if s[-1] == 8)
+    assert sum(s[0] for s in shapes) == 4 * 128  # every image of the 4 epochs seen exactly once per epoch
+    assert summary["steps"] == len(shapes) < 16
+
+
+def test_scale_needs_a_schedule_and_no_accumulation(tmp_path):
+    with pytest.raises(ConfigError, match="size_schedule_batch"):
+        tiny_config(tmp_path, "data.size_schedule_batch=scale")
+    with pytest.raises(ConfigError, match="accum_steps=2"):
+        tiny_config(tmp_path, *PROGRESSIVE, "data.size_schedule_batch=scale", "train.accum_steps=2")
+    with pytest.raises(ConfigError, match="data.size_schedule"):
+        load_config(None, ["data.size_schedule=[[0.2, 16]]"])
+
+
+def test_sizes_must_fit_the_patch(tmp_path):
+    cfg = tiny_config(tmp_path, "data.size_schedule=[[0, 5]]")
+    with pytest.raises(ValueError, match=r"sizes \[5\] are not multiples of the model's patch size 2"):
+        train(cfg)
+
+
+def test_time_budget_stops_the_run_and_drives_the_cosine(tmp_path):
+    cfg = tiny_config(tmp_path, "train.epochs=100000", "train.time_budget_s=2", "schedule.min_lr_ratio=0",
+                      "log.every_steps=1")
+    summary = train(cfg)
+    assert "time_budget_s=2" in summary["stop_reason"]
+    assert 2.0 <= summary["train_time_s"] < 6.0
+    records = [json.loads(line) for line in (Path(summary["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
+    lrs = [r["lr"] for r in records if r.get("kind") == "step"]
+    assert max(lrs) > 10 * lrs[-1]  # the cosine ran down with the clock, not with a step count
+    epoch_records = [r for r in records if r.get("kind") == "epoch"]
+    assert epoch_records[-1]["elapsed_s"] == pytest.approx(summary["train_time_s"], abs=0.5)
+
+
+def test_resampling_keeps_a_trained_models_outputs_at_its_own_size(tmp_path):
+    """Training at other sizes never rewrites the stored position embedding (it is resampled per call), so at the
+    native size the dynamic model equals a fixed-size copy exactly; and an explicit resample there and back
+    (set_input_size) keeps the trained model's predictions."""
+    cfg = tiny_config(tmp_path, *PROGRESSIVE, "data.kwargs={num_samples: 256, image_size: 16, num_classes: 4}",
+                      "data.size_schedule=[[0, 8], [0.5, 16]]")
+    model = _model_at(cfg, 16)
+    train(cfg, model=model)
+    model.eval()
+    x = torch.randn(64, 3, 16, 16)
+    fixed = create_model("vit_digits_patch2_8", num_classes=4, in_chans=3, img_size=16, embed_dim=32, depth=2,
+                         num_heads=2)
+    fixed.load_state_dict(model.state_dict())
+    fixed.eval()
     with torch.no_grad():
-        expected = (model(images) + model(images.flip(-1))) / 2
-    assert tta["loss"] == pytest.approx(float(torch.nn.functional.cross_entropy(expected, labels)), rel=1e-6)
-    assert tta["acc1"] == pytest.approx(float((expected.argmax(1) == labels).float().mean() * 100))
-    assert plain["loss"] != pytest.approx(tta["loss"])  # the mirror really was seen
+        ref = model(x)
+        assert torch.equal(fixed(x), ref)
+        model.set_input_size(32)  # 8x8 grid -> 16x16 -> back to 8x8
+        model.set_input_size(16)
+        back = model(x)
+    assert (back.argmax(1) == ref.argmax(1)).float().mean() >= 0.95
+    assert float((back - ref).abs().max()) < 0.1 * float(ref.abs().max())
 
 
-def test_auto_precision_picks_the_native_one(monkeypatch):
-    from vitkit import runtime
-    from vitkit.runtime import resolve_precision
+def _model_at(cfg, side: int):
+    from vitkit.train.engine import build_model
 
-    cpu = torch.device("cpu")
-    assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
-    monkeypatch.setattr(runtime, "native_cpu_bf16", lambda: True)
-    assert resolve_precision("auto", cpu) == "bf16"
-    monkeypatch.setattr(runtime, "native_cpu_bf16", lambda: False)
-    assert resolve_precision("auto", cpu) == "fp32"
+    return build_model(cfg, num_classes=4, in_chans=3, img_size=(side, side))

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from train_helpers import TINY, cli_sets
+from tests.helpers.train import TINY, cli_sets
 from vitkit.cli import main
 from vitkit.viz.report import SECTIONS, prediction_order, write_run_report
 

@@ -1,7 +1,8 @@
-"""Parity cases against the peers (timm, Hugging Face, Google .npz layout), shared by tests and benchmarks/parity.py.
+"""Parity cases against the peers (timm, Hugging Face, Google .npz layout), run by the tests and benchmarks/parity.py.
 
 Each case builds the peer's model with random weights, moves the weights into vitkit through the importer a user
-would use (a file on disk), and returns the max abs difference of the logits on random inputs in float32.
+would use (a file on disk), and returns the max abs difference of the logits on random inputs in float32. The peers
+(timm, transformers) are dev extras, imported only by the case that needs them.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from typing import Any
 
 import torch
 
-import vitkit
-from vitkit.weights import model_from_pretrained, save_npz
+from ..models import VisionTransformer
+from .npz import save_npz
+from .pretrained import create_model, load_pretrained, model_from_pretrained
 
 SIZES = {"tiny": (192, 3), "small": (384, 6), "base": (768, 12)}
 
@@ -50,7 +52,7 @@ TIMM_CASES = [
 ]
 
 
-def _randomize(module: torch.nn.Module, seed: int, input_shape: tuple[int, ...] | None = None) -> None:
+def randomize_weights(module: torch.nn.Module, seed: int, input_shape: tuple[int, ...] | None = None) -> None:
     """Random weights everywhere (also norms, LayerScale, tokens), so no parameter can be silently ignored.
 
     BatchNorm statistics (LeViT) are measured on random images of ``input_shape`` after the weights are drawn, as a
@@ -90,11 +92,11 @@ def run_timm_case(case: TimmCase, tmp: Path, seed: int = 0) -> float:
                   num_heads=heads, num_classes=10)
     torch.manual_seed(seed)
     peer = timm.models.vision_transformer.VisionTransformer(**common, **case.timm_kwargs).eval()
-    _randomize(peer, seed)
+    randomize_weights(peer, seed)
     path = tmp / f"timm_{case.name}.safetensors"
     save_file({k: v.contiguous() for k, v in peer.state_dict().items()}, str(path))
-    ours = vitkit.models.VisionTransformer(**common, **case.vitkit_kwargs()).eval()
-    report = vitkit.load_pretrained(ours, path)
+    ours = VisionTransformer(**common, **case.vitkit_kwargs()).eval()
+    report = load_pretrained(ours, path)
     assert report.clean and not report.adapted, report.describe()
     x = torch.randn(4, 3, case.img_size, case.img_size, generator=torch.Generator().manual_seed(seed + 1))
     with torch.no_grad():
@@ -115,10 +117,10 @@ def run_timm_pth_case(tmp: Path, name: str = "vit_tiny_patch16_224", relative: b
 
     torch.manual_seed(0)
     peer = timm.create_model(name, pretrained=False, **overrides).eval()
-    _randomize(peer, 0, (3, *peer.pretrained_cfg["input_size"][1:]))
+    randomize_weights(peer, 0, (3, *peer.pretrained_cfg["input_size"][1:]))
     path = tmp / f"{name}.pth"
     torch.save(peer.state_dict(), path)
-    ours = vitkit.create_model(name, pretrained=path, **overrides).eval()
+    ours = create_model(name, pretrained=path, **overrides).eval()
     size = ours.config["img_size"]
     x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -137,7 +139,7 @@ def run_hf_case(tmp: Path, size: str = "tiny", depth: int = 2, seed: int = 0) ->
     )
     torch.manual_seed(seed)
     peer = ViTForImageClassification(cfg).eval()
-    _randomize(peer, seed)
+    randomize_weights(peer, seed)
     folder = tmp / f"hf_{size}"
     peer.save_pretrained(folder)
     ours = model_from_pretrained(folder).eval()
@@ -153,8 +155,8 @@ def run_npz_case(tmp: Path, seed: int = 0) -> dict[str, float]:
 
     common = dict(img_size=32, patch_size=8, embed_dim=192, depth=2, num_heads=3, num_classes=10)
     torch.manual_seed(seed)
-    source = vitkit.models.VisionTransformer(**common).eval()
-    _randomize(source, seed)
+    source = VisionTransformer(**common).eval()
+    randomize_weights(source, seed)
     path = tmp / "google_layout.npz"
     save_npz(source, path)
     peer = timm.models.vision_transformer.VisionTransformer(**common).eval()
