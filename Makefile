@@ -22,13 +22,13 @@ test: setup chromium
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
-# Headless browser for the report test (tests/test_viz_report.py renders report.html). Debian's `chromium`, installed
+# Headless browser for the report test (tests/viz/test_report.py renders report.html). Debian's `chromium`, installed
 # here (about 30 s) when missing and we are root with apt-get; otherwise that one test is skipped and says why.
 chromium:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; } || \
-	  echo "chromium not installed: tests/test_viz_report.py will skip its rendering test"
+	  echo "chromium not installed: tests/viz/test_report.py will skip its rendering test"
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -61,7 +61,7 @@ class PatchEmbed(nn.Module):
     """Image to patch tokens with a strided convolution.
 
     A Conv2d whose kernel and stride both equal the patch size is exactly a linear projection of each flattened patch
-    (tests/test_layers.py proves it); the convolution is simply the fastest way to compute it.
+    (tests/models/test_layers.py proves it); the convolution is simply the fastest way to compute it.
     """
 
     def __init__(
