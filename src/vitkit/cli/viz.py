@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -22,117 +20,52 @@ def parse_size(text: str) -> tuple[int, int]:
     return parts[0], parts[1]
 
 
-@contextlib.contextmanager
-def _unsupported_model_is_bad_input() -> Iterator[None]:
-    """vitkit.viz raises TypeError for a model kind it cannot draw (NaViT attention, a fixed input size): that is the
-    user's choice of checkpoint, an expected failure, so it reaches `vitkit`'s error handler as a ValueError."""
-    try:
-        yield
-    except TypeError as err:
-        raise ValueError(str(err)) from None
-
-
-def _out_dir(args: argparse.Namespace) -> Path:
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
 def cmd_attention(args: argparse.Namespace) -> int:
-    import dataclasses
-
-    import torch
-
-    from ..data.decode import BadImageError, read_many_rgb
     from ..infer.predict import expand_inputs
-    from ..infer.preprocess import InferenceSpec
-    from ..viz.attention import attention_maps, check_attention_support, plot_attention, set_resolution
+    from ..viz.attention import write_attention_figures
     from ..weights import load_model
 
     paths, problems = expand_inputs(args.images)
     for problem in problems:
         print(f"warning: {problem}", file=sys.stderr)
-    model = load_model(args.checkpoint).to(args.device).eval()
-    with _unsupported_model_is_bad_input():
-        check_attention_support(model)
-    spec = InferenceSpec.from_model(model)
-    if args.size:
-        with _unsupported_model_is_bad_input():
-            set_resolution(model, args.size)
-        spec = dataclasses.replace(spec, img_size=args.size)
-    transform = spec.transform()
-    mean, std = torch.tensor(spec.mean).view(-1, 1, 1), torch.tensor(spec.std).view(-1, 1, 1)
-    out = _out_dir(args)
-    written, used = 0, set()
-    for path, image in zip(paths, read_many_rgb([str(p) for p in paths])):
-        if isinstance(image, BadImageError):
-            print(f"skipped {path}: {image.reason}", file=sys.stderr)
-            continue
-        x = transform(image)
-        maps = attention_maps(model, x[None].to(args.device))
-        rollout, roll_prefix = maps.rollout(args.head_fusion, args.discard_ratio)
-        heads, head_prefix = maps.last_layer_heads()
-        prob, idx = maps.logits[0].float().softmax(-1).max(-1)
-        label = spec.class_names[int(idx)] if spec.class_names else str(int(idx))
-        name = f"attention_{path.stem}" if path.stem not in used else f"attention_{path.stem}_{written}"
-        used.add(path.stem)  # two inputs with the same name in different folders get distinct files
-        dst = out / f"{name}.png"
-        plot_attention(
-            x * std + mean, rollout[0], heads[0], dst,
-            title=f"{path.name}: {label} ({100 * float(prob):.1f}%), {x.shape[-2]}x{x.shape[-1]} input",
-            rollout_label=f"rollout ({args.head_fusion} over heads, discard {args.discard_ratio:g}), "
-                          f"{maps.query_label}",
-            head_label=f"last block, per head ({maps.query_label})", prefix_share=float(roll_prefix[0]),
-            head_prefix_share=head_prefix[0].tolist() if maps.num_prefix_tokens > 1 else None, dpi=args.dpi)
-        print(f"{path} -> {dst}")
-        written += 1
-    if not written:
+    figures = write_attention_figures(
+        load_model(args.checkpoint), paths, args.out, size=args.size, head_fusion=args.head_fusion,
+        discard_ratio=args.discard_ratio, dpi=args.dpi, device=args.device,
+    )
+    for path, reason in figures.skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    for path, png in figures.written:
+        print(f"{path} -> {png}")
+    if not figures.written:
         print("error: no image could be read", file=sys.stderr)
         return 2
     return 0
 
 
 def cmd_posembed(args: argparse.Namespace) -> int:
-    from ..viz.attention import set_resolution
-    from ..viz.embeddings import plot_position_similarity, position_similarity
+    from ..viz.embeddings import write_position_similarity
     from ..weights import load_model
 
-    model = load_model(args.checkpoint)
-    if args.size:
-        with _unsupported_model_is_bad_input():
-            set_resolution(model, args.size)
-    similarity = position_similarity(model)
-    h, w = similarity.shape[:2]
-    dst = _out_dir(args) / "posembed.png"
-    plot_position_similarity(similarity, dst, title=f"{Path(args.checkpoint).name}: position embedding similarity "
-                             f"({h}x{w} patches)", dpi=args.dpi)
+    dst = write_position_similarity(load_model(args.checkpoint), args.out, label=Path(args.checkpoint).name,
+                                    size=args.size, dpi=args.dpi)
     print(f"-> {dst}")
     return 0
 
 
 def cmd_filters(args: argparse.Namespace) -> int:
-    from ..viz.embeddings import filter_components, plot_filter_components
+    from ..viz.embeddings import write_filter_components
     from ..weights import load_model
 
-    components, share = filter_components(load_model(args.checkpoint), args.count)
-    dst = _out_dir(args) / "filters.png"
-    plot_filter_components(components, share, dst, title=f"{Path(args.checkpoint).name}: patch-embedding filters, "
-                           f"first {len(share)} principal components ({100 * float(share.sum()):.0f}% of variance)",
-                           dpi=args.dpi)
+    dst = write_filter_components(load_model(args.checkpoint), args.out, count=args.count,
+                                  label=Path(args.checkpoint).name, dpi=args.dpi)
     print(f"-> {dst}")
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """Rebuild report.html of an existing run: its validation split comes from the run's own config.yaml."""
-    from ..train import build_datasets, load_config
-    from ..viz.report import write_run_report
+    from ..viz.report import rewrite_run_report
 
-    run_dir = Path(args.run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise FileNotFoundError(f"{run_dir / 'config.yaml'} not found: is {run_dir} a vitkit run directory?")
-    val = build_datasets(load_config(run_dir / "config.yaml"))[1]
-    print(f"-> {write_run_report(run_dir, val, checkpoint=args.checkpoint, device=args.device)}")
+    print(f"-> {rewrite_run_report(args.run_dir, checkpoint=args.checkpoint, device=args.device)}")
     return 0
 
 

@@ -9,20 +9,28 @@ in the rollout but are dropped from the drawn map; the share of attention they k
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.decode import BadImageError, read_many_rgb
+from ..infer.preprocess import InferenceSpec
 from ..models.deit import DistilledVisionTransformer
 from ..models.navit import NaViT
 from ..models.vit import VisionTransformer
 
 HEAD_FUSIONS = ("mean", "max", "min")
+
+
+class UnsupportedModelError(ValueError, TypeError):
+    """A model kind vitkit cannot draw this way (NaViT's packed attention, a fixed input size): the user's choice of
+    checkpoint, hence a ValueError; also a TypeError, as it is about the model's type."""
 
 
 def fuse_heads(attention: torch.Tensor, head_fusion: str = "mean") -> torch.Tensor:
@@ -94,10 +102,10 @@ def _query_label(model: nn.Module) -> str:
 def check_attention_support(model: nn.Module) -> None:
     """Raise a clear error for a model whose attention probabilities vitkit cannot read."""
     if isinstance(model, NaViT):
-        raise TypeError("NaViT packs several images into one sequence behind a block-diagonal mask; vitkit draws "
+        raise UnsupportedModelError("NaViT packs several images into one sequence behind a block-diagonal mask; vitkit draws "
                         "attention maps for the ViT family (vit, deit, hybrid) only")
     if not isinstance(model, VisionTransformer):
-        raise TypeError(f"{type(model).__name__} is not of the ViT family: vitkit draws attention maps for vit, deit "
+        raise UnsupportedModelError(f"{type(model).__name__} is not of the ViT family: vitkit draws attention maps for vit, deit "
                         "and hybrid models only")
 
 
@@ -172,7 +180,7 @@ def set_resolution(model: nn.Module, size: Sequence[int]) -> None:
     if tuple(model.config.get("img_size", ())) == size or getattr(model, "dynamic_img_size", False):
         return
     if not hasattr(model, "set_input_size"):
-        raise TypeError(f"{type(model).__name__} cannot change its input size")
+        raise UnsupportedModelError(f"{type(model).__name__} cannot change its input size")
     model.set_input_size(size)
 
 
@@ -238,6 +246,64 @@ def plot_attention(
     return save_png(fig, path, dpi=dpi)
 
 
+@dataclass
+class AttentionFigures:
+    """What :func:`write_attention_figures` did: (image, PNG) pairs written and (image, reason) pairs skipped."""
+
+    written: list[tuple[Path, Path]] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def write_attention_figures(
+    model: nn.Module,
+    paths: Iterable[str | Path],
+    out_dir: str | Path,
+    *,
+    size: Sequence[int] | None = None,
+    head_fusion: str = "mean",
+    discard_ratio: float = 0.0,
+    dpi: int = 100,
+    device: str | torch.device = "cpu",
+) -> AttentionFigures:
+    """One figure per image -- the rollout over it and the last block's heads -- as ``out_dir/attention_<stem>.png``.
+
+    Each image goes through the model's own eval transform; ``size`` (H, W) resamples the position embedding first
+    (in place: the model is also moved to ``device`` and left in eval mode). Undecodable images are skipped with
+    their reason; images that share a stem (from different folders) get distinct file names.
+    """
+    model = model.to(device).eval()
+    check_attention_support(model)
+    spec = InferenceSpec.from_model(model)
+    if size:
+        set_resolution(model, size)
+        spec = dataclasses.replace(spec, img_size=(int(size[0]), int(size[1])))
+    transform = spec.transform()
+    mean, std = torch.tensor(spec.mean).view(-1, 1, 1), torch.tensor(spec.std).view(-1, 1, 1)
+    out_dir, paths = Path(out_dir), [Path(p) for p in paths]
+    result, used = AttentionFigures(), set()
+    for path, image in zip(paths, read_many_rgb([str(p) for p in paths])):
+        if isinstance(image, BadImageError):
+            result.skipped.append((path, image.reason))
+            continue
+        x = transform(image)
+        maps = attention_maps(model, x[None].to(device))
+        rollout, roll_prefix = maps.rollout(head_fusion, discard_ratio)
+        heads, head_prefix = maps.last_layer_heads()
+        prob, idx = maps.logits[0].float().softmax(-1).max(-1)
+        label = spec.class_names[int(idx)] if spec.class_names else str(int(idx))
+        stem = path.stem if path.stem not in used else f"{path.stem}_{len(result.written)}"
+        used.add(path.stem)
+        dst = out_dir / f"attention_{stem}.png"
+        plot_attention(
+            x * std + mean, rollout[0], heads[0], dst,
+            title=f"{path.name}: {label} ({100 * float(prob):.1f}%), {x.shape[-2]}x{x.shape[-1]} input",
+            rollout_label=f"rollout ({head_fusion} over heads, discard {discard_ratio:g}), {maps.query_label}",
+            head_label=f"last block, per head ({maps.query_label})", prefix_share=float(roll_prefix[0]),
+            head_prefix_share=head_prefix[0].tolist() if maps.num_prefix_tokens > 1 else None, dpi=dpi)
+        result.written.append((path, dst))
+    return result
+
+
 def _bar_axis(fig, cell):
     """A colour-bar axis in the middle 70% of a grid cell's height."""
     box = cell.get_position(fig)
@@ -245,6 +311,7 @@ def _bar_axis(fig, cell):
 
 
 __all__ = [
-    "HEAD_FUSIONS", "AttentionMaps", "attention_maps", "attention_rollout", "fuse_heads", "discard_lowest",
-    "query_weights", "check_attention_support", "set_resolution", "upsample_map", "plot_attention",
+    "HEAD_FUSIONS", "AttentionFigures", "AttentionMaps", "UnsupportedModelError", "attention_maps",
+    "attention_rollout", "fuse_heads", "discard_lowest", "query_weights", "check_attention_support",
+    "set_resolution", "upsample_map", "plot_attention", "write_attention_figures",
 ]

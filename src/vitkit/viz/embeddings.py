@@ -8,6 +8,7 @@ look like the low-frequency bases of a CNN's first layer).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models.navit import NaViT
+from .attention import set_resolution
 from .figures import new_figure, save_png
 
 
@@ -139,6 +141,33 @@ def plot_filter_components(components: torch.Tensor, share: torch.Tensor, path: 
     return save_png(fig, path, dpi=dpi)
 
 
+def write_position_similarity(model: nn.Module, out_dir: str | Path, *, label: str = "",
+                              size: Sequence[int] | None = None, dpi: int = 100) -> Path:
+    """``out_dir/posembed.png``: :func:`plot_position_similarity` of ``model``, titled with ``label`` (e.g. the
+    checkpoint's name). ``size`` (H, W): draw the embedding resampled to that input size (in place)."""
+    if size:
+        set_resolution(model, size)
+    similarity = position_similarity(model)
+    h, w = similarity.shape[:2]
+    dst = Path(out_dir) / "posembed.png"
+    prefix = f"{label}: " if label else ""
+    plot_position_similarity(similarity, dst, title=f"{prefix}position embedding similarity ({h}x{w} patches)",
+                             dpi=dpi)
+    return dst
+
+
+def write_filter_components(model: nn.Module, out_dir: str | Path, *, count: int = 28, label: str = "",
+                            dpi: int = 100) -> Path:
+    """``out_dir/filters.png``: the first ``count`` principal components of the patch-embedding filters
+    (:func:`filter_components`), titled with ``label`` and the share of variance they hold."""
+    components, share = filter_components(model, count)
+    dst = Path(out_dir) / "filters.png"
+    prefix = f"{label}: " if label else ""
+    plot_filter_components(components, share, dst, title=f"{prefix}patch-embedding filters, first {len(share)} "
+                           f"principal components ({100 * float(share.sum()):.0f}% of variance)", dpi=dpi)
+    return dst
+
+
 def _cmap(name: str):
     """A copy of a colour map whose NaN (the mosaic's separators) is white."""
     import matplotlib
@@ -148,5 +177,5 @@ def _cmap(name: str):
 
 __all__ = [
     "position_embedding_grid", "position_similarity", "plot_position_similarity", "patch_filters",
-    "filter_components", "plot_filter_components",
+    "filter_components", "plot_filter_components", "write_filter_components", "write_position_similarity",
 ]

@@ -92,11 +92,11 @@ def _attention_figures(model: nn.Module, images: np.ndarray, picks: list[int], m
                        classes: list[str], device: torch.device) -> str:
     from ..data.decode import fit_to
     from ..train.evaluate import prepare_batch
-    from .attention import attention_maps, check_attention_support, plot_attention
+    from .attention import UnsupportedModelError, attention_maps, check_attention_support, plot_attention
 
     try:
         check_attention_support(model)
-    except TypeError as err:
+    except UnsupportedModelError as err:
         return f"<p>Not available: {html.escape(str(err))}.</p>"
     size = tuple(model.config["img_size"])
     batch = _chw(images, picks)
@@ -216,6 +216,18 @@ def write_run_report(
     return path
 
 
+def rewrite_run_report(run_dir: str | Path, *, checkpoint: str | Path | None = None,
+                       device: str | torch.device = "cpu") -> Path:
+    """Rebuild report.html of an existing run directory: its validation split comes from the run's own config.yaml."""
+    from ..train import build_datasets, load_config
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise FileNotFoundError(f"{run_dir / 'config.yaml'} not found: is {run_dir} a vitkit run directory?")
+    val = build_datasets(load_config(run_dir / "config.yaml"))[1]
+    return write_run_report(run_dir, val, checkpoint=checkpoint, device=device)
+
+
 def write_run_outputs(run_dir: str | Path, dataset=None, *, curves: bool = True, report: bool = True,
                       device: str | torch.device = "cpu") -> list[Path]:
     """The figures of a finished run, as ``log.curves`` / ``log.report`` ask: curves.png from metrics.jsonl, then
@@ -231,4 +243,6 @@ def write_run_outputs(run_dir: str | Path, dataset=None, *, curves: bool = True,
     return written
 
 
-__all__ = ["write_run_report", "write_run_outputs", "evaluate_split", "prediction_order", "SECTIONS"]
+__all__ = [
+    "write_run_report", "rewrite_run_report", "write_run_outputs", "evaluate_split", "prediction_order", "SECTIONS",
+]
