@@ -122,3 +122,97 @@ def test_training_state_is_weights_only_loadable(tmp_path):
         save_train_state(tmp_path / "other.pt", {})
         torch.save({"x": 1}, tmp_path / "other.pt")
         load_train_state(tmp_path / "other.pt")
+
+
+class _Stop(Exception):
+    """Raised by a step callback: the run stops right there, as a killed process would (nothing saved after)."""
+
+
+def _stop_after(step: int):
+    def callback(state) -> None:
+        if state.step >= step:
+            raise _Stop
+
+    return callback
+
+
+def _epoch_records(run_dir) -> list[dict]:
+    lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["kind"] == "epoch"]
+
+
+def test_extending_a_finished_run_trains_the_extra_epochs(tmp_path):
+    first = train(tiny_config(tmp_path, "train.epochs=2"))  # 4 steps per epoch
+    assert first["steps"] == 8
+    more = train(tiny_config(tmp_path, "train.epochs=3", f"checkpoint.resume={first['run_dir']}"))
+    assert more["run_dir"] == first["run_dir"] and more["steps"] == 12 and more["epochs"] == 3
+    records = _epoch_records(first["run_dir"])
+    assert [r["step"] for r in records] == [4, 8, 12]
+    assert all(torch.isfinite(torch.tensor(r["train_loss"])) for r in records)
+
+
+def test_resumed_epoch_reports_all_of_its_batches(tmp_path):
+    sets = ["train.deterministic=true", "checkpoint.every_steps=1"]
+    with pytest.raises(_Stop):  # stops after step 2 of epoch 1's 4: last.pt holds the first half of its sums
+        train(tiny_config(tmp_path / "cut", *sets), callbacks=[_stop_after(2)])
+    run_dir = next((tmp_path / "cut").iterdir())
+    train(tiny_config(tmp_path / "cut", *sets, f"checkpoint.resume={run_dir}"))
+    straight = train(tiny_config(tmp_path / "straight", *sets))
+    resumed, whole = _epoch_records(run_dir), _epoch_records(straight["run_dir"])
+    assert len(resumed) == len(whole) == 2
+    for a, b in zip(resumed, whole):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-9)
+        assert a["train_acc1"] == pytest.approx(b["train_acc1"], rel=1e-9)
+
+
+def test_resume_auto_never_continues_an_older_run_in_place_of_the_newest(tmp_path):
+    finished = train(tiny_config(tmp_path, "train.max_steps=2", "checkpoint.run_name=exp"))
+    config_before = (Path(finished["run_dir"]) / "config.yaml").read_text()
+    newest = tmp_path / "exp-29991231-235959"  # a newer run that died before its first checkpoint
+    newest.mkdir()
+    os.utime(newest, (time.time() + 60, time.time() + 60))
+    with pytest.raises(FileNotFoundError, match="newest run .*exp-29991231-235959 has no last.pt"):
+        train(tiny_config(tmp_path, "checkpoint.run_name=exp", "checkpoint.resume=auto", "optim.lr=5e-4"))
+    assert (Path(finished["run_dir"]) / "config.yaml").read_text() == config_before
+
+
+def test_resume_with_a_changed_config_names_the_keys_and_touches_nothing(tmp_path):
+    first = train(tiny_config(tmp_path, "train.max_steps=2"))
+    run_dir = Path(first["run_dir"])
+    before = {name: (run_dir / name).read_bytes() for name in ("config.yaml", "last.pt")}
+    with pytest.raises(ValueError, match=r"optim\.lr: 0\.002 -> 0\.0005.*a resume may change only"):
+        train(tiny_config(tmp_path, "optim.lr=5e-4", f"checkpoint.resume={run_dir}"))
+    assert {name: (run_dir / name).read_bytes() for name in before} == before
+
+
+def test_resume_removes_stale_temporaries_of_a_killed_writer(tmp_path):
+    first = train(tiny_config(tmp_path, "train.max_steps=2"))
+    run_dir = Path(first["run_dir"])
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = [run_dir / f".last.pt.{dead.stdout.strip()}.abc123.tmp",
+             run_dir / f".best.safetensors.{dead.stdout.strip()}.x1y2z3.tmp"]
+    for path in stale:
+        path.write_bytes(b"half a file")
+    train(tiny_config(tmp_path, f"checkpoint.resume={run_dir}"))
+    assert not any(path.exists() for path in stale)
+    assert not list(run_dir.glob(".*.tmp"))
+
+
+def test_a_full_disk_stops_the_run_with_the_file_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    from vitkit.train import engine
+    from vitkit.utils.fileio import DiskFullError
+
+    real_save = engine.save_train_state
+    calls = []
+
+    def fills_the_disk(path, state):  # the second save of last.pt finds no space left
+        calls.append(path)
+        if len(calls) == 2:
+            raise DiskFullError(f"no space left on the device writing {path} (0.0 MiB free on {path.parent}); "
+                                f"the previous {path.name} is kept")
+        return real_save(path, state)
+
+    monkeypatch.setattr(engine, "save_train_state", fills_the_disk)
+    with pytest.raises(DiskFullError, match="no space left on the device writing .*last.pt"):
+        train(tiny_config(tmp_path, "checkpoint.every_steps=1"))
+    assert load_train_state(calls[0])["step"] == 1  # the previous checkpoint is whole

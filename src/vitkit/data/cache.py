@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -26,7 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..utils.fileio import atomic_path, atomic_write_text
+from ..utils.fileio import atomic_path, atomic_write_text, remove_stale_temporaries, temporary_beside
 from .arrays import channel_stats
 from .decode import DEFAULT_MAX_PIXELS, BadImageError, fit_to, read_many_rgb
 
@@ -108,9 +107,8 @@ def write_entry(
     mean/std of the stored images go into meta; meta.json goes last.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    fd, scratch_name = tempfile.mkstemp(prefix=".images.", suffix=".building.npy", dir=directory)
-    os.close(fd)
-    scratch = Path(scratch_name)
+    remove_stale_temporaries(directory)  # what a killed build left behind
+    scratch = temporary_beside(directory / "images.npy", ".building.npy")
     try:
         images = np.lib.format.open_memmap(scratch, mode="w+", dtype=np.uint8, shape=shape)
         failures = sorted(fill(images))

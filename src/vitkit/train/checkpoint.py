@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..utils.fileio import atomic_path, load_weights_only
+from ..utils.fileio import atomic_path, load_weights_only, torch_save_target
 
 STATE_VERSION = 2
 
@@ -52,8 +52,8 @@ def restore_rng(state: dict[str, Any], generator: torch.Generator | None = None)
 def save_train_state(path: str | Path, state: dict[str, Any]) -> Path:
     """Atomically write a training state (temp file + fsync + rename)."""
     path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save({"version": STATE_VERSION, **state}, tmp)
+    with atomic_path(path) as tmp, torch_save_target(tmp) as fh:
+        torch.save({"version": STATE_VERSION, **state}, fh)
     return path
 
 
@@ -75,13 +75,56 @@ def keep_history(run_dir: Path, epoch: int, keep: int) -> None:
         old.unlink()
 
 
+#: config keys a resume may change: how long to train, how to log and save, where to find things; anything else
+#: (the model, data, optimizer, schedule, batch geometry, seed, precision) would make it a different run
+RESUMABLE_KEYS = ("train.epochs", "train.max_steps", "train.time_budget_s", "train.threads", "data.num_workers",
+                  "data.cache_dir", "checkpoint.resume", "checkpoint.out_dir", "checkpoint.every_steps",
+                  "checkpoint.keep_last", "log.")
+
+
+def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and not prefix:  # sections; a section's dict values (kwargs) compare whole
+            out.update(_flat(value, f"{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def config_changes(saved: dict[str, Any], now: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """``{key: (saved value, new value)}`` for every config key that differs, as dotted names."""
+    old, new = _flat(saved), _flat(now)
+    return {k: (old.get(k), new.get(k)) for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)}
+
+
+def check_resume_config(path: Path, saved: dict[str, Any], now: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Refuse to resume ``path`` with a config that changes more than RESUMABLE_KEYS; returns the allowed changes."""
+    from .config import ConfigError
+
+    changes = config_changes(saved, now)
+    refused = {k: v for k, v in changes.items() if not k.startswith(RESUMABLE_KEYS)}
+    if refused:
+        listed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in refused.items())
+        raise ConfigError(f"cannot resume {path} with a different config ({listed}); a resume may change only "
+                          f"{', '.join(RESUMABLE_KEYS)}*: start a new run instead")
+    return changes
+
+
 def resolve_resume(resume: str, out_dir: str | Path, run_name: str) -> Path:
-    """A last.pt path from ``resume``: a file, a run directory, or 'auto' (newest ``<out_dir>/<run_name>-*/``)."""
+    """A last.pt path from ``resume``: a file, a run directory, or 'auto' (the newest ``<out_dir>/<run_name>-*/``).
+
+    'auto' takes the newest run directory or nothing: when that run stopped before its first checkpoint, an older
+    run is not silently continued in its place.
+    """
     if resume == "auto":
-        runs = sorted(Path(out_dir).glob(f"{run_name}-*/last.pt"), key=lambda p: p.stat().st_mtime)
+        runs = sorted((p for p in Path(out_dir).glob(f"{run_name}-*") if p.is_dir()), key=lambda p: p.stat().st_mtime)
         if not runs:
-            raise FileNotFoundError(f"--resume auto: no {out_dir}/{run_name}-*/last.pt to resume from")
-        return runs[-1]
+            raise FileNotFoundError(f"--resume auto: no {out_dir}/{run_name}-*/last.pt to resume from (no such run)")
+        if not (runs[-1] / "last.pt").is_file():
+            raise FileNotFoundError(f"--resume auto: the newest run {runs[-1]} has no last.pt (it stopped before its "
+                                    f"first checkpoint); pass --resume <run directory> to continue another run")
+        return runs[-1] / "last.pt"
     path = Path(resume)
     if path.is_dir():
         path = path / "last.pt"
@@ -90,4 +133,5 @@ def resolve_resume(resume: str, out_dir: str | Path, run_name: str) -> Path:
     return path
 
 
-__all__ = ["capture_rng", "restore_rng", "save_train_state", "load_train_state", "keep_history", "resolve_resume"]
+__all__ = ["capture_rng", "restore_rng", "save_train_state", "load_train_state", "keep_history", "resolve_resume",
+           "config_changes", "check_resume_config", "RESUMABLE_KEYS"]

@@ -35,9 +35,17 @@ from ..models.contract import VitkitModel
 from ..optim import apply_gradients, build_optimizer, clip_gradients
 from ..runtime import amp_context, resolve_device, resolve_precision
 from ..utils.allocator import retain_freed_memory
-from ..utils.fileio import atomic_path, atomic_write_text
+from ..utils.fileio import atomic_path, atomic_write_text, remove_stale_temporaries
 from .autobatch import find_micro_batch
-from .checkpoint import capture_rng, keep_history, load_train_state, resolve_resume, restore_rng, save_train_state
+from .checkpoint import (
+    capture_rng,
+    check_resume_config,
+    keep_history,
+    load_train_state,
+    resolve_resume,
+    restore_rng,
+    save_train_state,
+)
 from .config import Config
 from .distributed import (
     DistInfo,
@@ -182,6 +190,7 @@ class Trainer:
         else:
             self.run_dir = _new_run_dir(cfg, info)
         if info.is_main:
+            remove_stale_temporaries(self.run_dir)  # half-written files of a killed process of this run
             atomic_write_text(self.run_dir / "config.yaml", cfg.to_yaml())
         self.monitor = Monitor(self.run_dir, cfg.log, enabled=info.is_main,
                                resume_step=self.state.step if cfg.checkpoint.resume else None)
@@ -245,6 +254,7 @@ class Trainer:
         cfg = self.cfg
         path = resolve_resume(cfg.checkpoint.resume, cfg.checkpoint.out_dir, cfg.checkpoint.run_name or cfg.model.name)
         saved = load_train_state(path)
+        check_resume_config(path, saved["config"], cfg.to_dict())
         if saved["geometry"] != self.geometry:
             raise ValueError(f"{path} was saved with (batch per process, accum_steps, processes) = "
                              f"{tuple(saved['geometry'])}, this run has {tuple(self.geometry)}")
