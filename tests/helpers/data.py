@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from vitkit.data import build_dataset
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -104,3 +106,10 @@ def make_fake_cifar100(root: Path, n_train: int = 6, n_test: int = 2) -> Path:
     _pickle_batch(folder / "meta", {"fine_label_names": [f"fine{i}" for i in range(100)],
                                     "coarse_label_names": [f"coarse{i}" for i in range(20)]})
     return folder
+
+
+def build_cached(root, split="train", **kw):
+    """``build_dataset`` of an image folder with its cache beside it (``root/../cache``), decoding in this process."""
+    kw.setdefault("cache_dir", root.parent / "cache")
+    kw.setdefault("num_workers", 0)
+    return build_dataset(root, split, **kw)
