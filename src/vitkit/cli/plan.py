@@ -1,4 +1,4 @@
-"""`vitkit plan`: memory / FLOPs / time of a configuration; the work is in vitkit.plan's planner and measure."""
+"""`vitkit plan`: memory / FLOPs / time of a configuration; the work is in vitkit.plan's planner and compare."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import json
 def cmd_plan(args: argparse.Namespace) -> int:
     import torch
 
+    from ..plan.compare import compare_with_measurement
     from ..plan.planner import PlanRequest, format_plan, plan, runs_fused_attention
 
     if not 0.0 <= args.token_dropout < 1.0:
@@ -24,61 +25,17 @@ def cmd_plan(args: argparse.Namespace) -> int:
         fused_attention=fused,
     )
     result = plan(req)
-    out = result.as_dict()
-    if args.measure:
-        from ..models.registry import create_model
-        from ..plan.measure import measure_step
-
-        overrides = {"img_size": args.img_size} if args.img_size else {}
-        if args.num_classes:
-            overrides["num_classes"] = args.num_classes
-        if req.token_keep_rate < 1.0:
-            overrides["token_keep_rate"] = req.token_keep_rate
-        model = create_model(args.model, **overrides)
-        meas = measure_step(model, req.micro_batch, req.mode, req.precision, req.optimizer, req.grad_checkpointing,
-                            device=device)
-        flops_pred = result.flops_train_per_image * req.micro_batch
-        out["measured"] = meas.as_dict() | {
-            "device": device,
-            "memory_error": (result.memory.peak - meas.peak_bytes) / meas.peak_bytes,
-            "flops_error": (flops_pred - meas.flops) / meas.flops if meas.flops else None,
-        }
-        if device.startswith("cuda"):
-            out["measured"] |= _predicted_cuda_step(req, args.gpu, device, meas.step_seconds)
+    comparison = compare_with_measurement(req, result, device, args.gpu) if args.measure else None
     if args.json:
+        out = result.as_dict()
+        if comparison is not None:
+            out["measured"] = comparison.as_dict()
         print(json.dumps(out, indent=2))
         return 0
     print(format_plan(result))
-    if args.measure:
-        m = out["measured"]
-        print(f"\nmeasured on {m['device']} (micro-batch {req.micro_batch}, one steady-state step):")
-        print(f"  peak memory  predicted {result.memory.peak / 2**30:8.3f} GiB  measured {m['peak_bytes'] / 2**30:8.3f} GiB"
-              f"  error {100 * m['memory_error']:+.1f}%")
-        print(f"  FLOPs/step   predicted {flops_pred / 1e9:8.1f} G    measured {m['flops'] / 1e9:8.1f} G"
-              f"    error {100 * (m['flops_error'] or 0):+.2f}%")
-        if m.get("predicted_step_seconds"):
-            print(f"  step time    predicted {m['predicted_step_seconds']:8.4f} s    measured {m['step_seconds']:8.4f} s"
-                  f"    error {100 * m['step_time_error']:+.1f}%  ({m['predicted_on']}, {m['predicted_bound']}-bound)")
-        rate = req.micro_batch / m["step_seconds"]
-        print(f"  step time    {m['step_seconds']:.3f} s  ->  {rate:.1f} img/s here, an epoch of "
-              f"{req.dataset_size:,} images in {req.dataset_size / rate / 3600:.2f} h")
+    if comparison is not None:
+        print("\n" + comparison.describe())
     return 0
-
-
-def _predicted_cuda_step(req, gpu: str | None, device: str, measured_seconds: float) -> dict:
-    """The time model's step on the card --measure ran on (--gpu, else the table's match of the device's name)."""
-    import torch
-
-    from ..plan.gpus import accelerator_for_device, get_accelerator
-    from ..plan.planner import predicted_device_step
-
-    props = torch.cuda.get_device_properties(torch.device(device))
-    acc = get_accelerator(gpu) if gpu else accelerator_for_device(props.name, props.total_memory)
-    if acc is None or not acc.cuda:
-        return {"predicted_on": None, "predicted_step_seconds": None}
-    step = predicted_device_step(req, acc)
-    return {"predicted_on": acc.name, "predicted_step_seconds": step.seconds, "predicted_bound": step.bound,
-            "step_time_error": (step.seconds - measured_seconds) / measured_seconds}
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
