@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
 
-from tests.helpers.infer import save_tiny_checkpoint, tiny_model
-from vitkit.cli import main
+from tests.helpers.infer import tiny_model
 from vitkit.infer.bench import percentile, run_bench, time_calls
 
 
@@ -49,18 +46,6 @@ def test_run_bench_cuda_uses_events_and_skips_cpu_only_backends():
                        latency_reps=3, device="cuda", log=None)
     assert result["backends"]["torch_int8"]["skipped"].startswith("PyTorch dynamic INT8")
     assert result["backends"]["eager_bf16"]["throughput_img_s"] > 0
-
-
-def test_cli_bench_writes_json(tmp_path, capsys):
-    ckpt = save_tiny_checkpoint(tmp_path / "m.safetensors", depth=1)
-    out = tmp_path / "bench.json"
-    assert main(["bench", str(ckpt), "--backends", "eager_fp32,torch_int8", "--batch-size", "2", "--reps", "2",
-                 "--latency-reps", "2", "--warmup", "1", "--json", str(out)]) == 0
-    table = capsys.readouterr().out
-    assert "torch_int8" in table and "p50 ms b1" in table
-    data = json.loads(out.read_text())
-    assert data["backends"]["torch_int8"]["throughput_img_s"] > 0 and data["batch_size"] == 2
-    assert data["command"].startswith("vitkit")
 
 
 def test_compiled_backends_match_eager_and_bf16_is_opt_in():

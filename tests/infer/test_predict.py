@@ -9,7 +9,6 @@ import torch
 
 import vitkit
 from tests.helpers.infer import CLASS_NAMES, save_tiny_checkpoint, tiny_model, write_images
-from vitkit.cli import main
 from vitkit.data.decode import BadImageError
 from vitkit.infer import InferenceSpec, Predictor, expand_inputs, format_predictions, predict_paths
 
@@ -97,19 +96,3 @@ def test_output_formats():
         "path,rank,label,prob", "a.jpg,1,cat,0.750000", "a.jpg,2,dog,0.250000"
     ]
     assert "cat 0.750, dog 0.250" in format_predictions(preds, "table")
-
-
-def test_cli_predict_json(tmp_path, capsys):
-    ckpt = save_tiny_checkpoint(tmp_path / "m.safetensors")
-    images = write_images(tmp_path / "imgs", 2)
-    (tmp_path / "imgs" / "bad.png").write_bytes(b"nope")
-    rc = main(["predict", str(ckpt), str(tmp_path / "imgs"), "--format", "json", "--topk", "2", "--batch-size", "2"])
-    out, err = capsys.readouterr()
-    assert rc == 0
-    rows = json.loads(out)
-    assert [r["path"] for r in rows] == [str(p) for p in images] and all(len(r["top"]) == 2 for r in rows)
-    assert "skipped" in err and "bad.png" in err
-    assert main(["predict", str(ckpt), str(tmp_path / "imgs" / "bad.png"), "--strict"]) == 2
-    assert "bad.png" in capsys.readouterr().err
-    assert main(["predict", str(tmp_path / "nope.safetensors"), str(images[0])]) == 2
-    assert "checkpoint not found" in capsys.readouterr().err

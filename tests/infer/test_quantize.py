@@ -112,28 +112,6 @@ def test_onnx_runtime_int8(tmp_path):
         quantize_onnx_int8(tmp_path / "missing.onnx", tmp_path / "x.onnx")
 
 
-def test_vitkit_eval_runs_an_int8_model(tmp_path, capsys):
-    """`vitkit eval --precision int8` evaluates the dynamically quantized model on the labelled split."""
-    import json as _json
-
-    from vitkit.cli import main
-    from vitkit.data import build_dataset
-
-    ds = build_dataset("digits", "test")
-    torch.manual_seed(0)
-    model = vitkit.create_model("vit_digits_patch2_8")
-    ckpt = vitkit.save_checkpoint(model, tmp_path / "d.safetensors",
-                                  metadata={"class_names": list(ds.classes), "mean": list(ds.mean), "std": list(ds.std)})
-    results = {}
-    for precision in ("fp32", "int8"):
-        assert main(["eval", str(ckpt), "--data", "digits", "--precision", precision, "--json",
-                     "--out", str(tmp_path / precision)]) == 0
-        results[precision] = _json.loads(capsys.readouterr().out)
-    assert results["int8"]["count"] == results["fp32"]["count"] == len(ds)
-    assert abs(results["int8"]["acc1"] - results["fp32"]["acc1"]) <= 3.0
-    assert (tmp_path / "int8" / "confusion.png").is_file()
-
-
 def test_calibration_reader_feeds_batches_once_and_rewinds():
     from vitkit.infer import TensorCalibrationReader
 

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vitkit.cli import main
 from vitkit.train.config import Config, ConfigError, config_from_dict, load_config, parse_override
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
@@ -77,21 +76,6 @@ def test_recipe_errors_name_the_file_and_key(tmp_path):
         load_config(bad)
     with pytest.raises(ConfigError, match="recipe not found"):
         load_config(tmp_path / "missing.yaml")
-
-
-def test_cli_rejects_a_bad_key_before_training(capsys, tmp_path):
-    assert main(["train", "--set", "train.epoch=3", "--out-dir", str(tmp_path)]) == 2
-    err = capsys.readouterr().err
-    assert "train.epoch" in err and "epochs" in err
-    assert not any(tmp_path.iterdir())  # nothing was started
-
-
-def test_cli_print_config_resolves_shorthands(capsys):
-    assert main(["train", "--data", "synthetic", "--model", "vit_tiny_patch4_32", "--epochs", "3",
-                 "--set", "optim.lr=1e-4", "--print-config"]) == 0
-    cfg = yaml.safe_load(capsys.readouterr().out)
-    assert cfg["data"]["name"] == "synthetic" and cfg["model"]["name"] == "vit_tiny_patch4_32"
-    assert cfg["train"]["epochs"] == 3 and cfg["optim"]["lr"] == pytest.approx(1e-4)
 
 
 def test_per_sample_options_need_the_per_sample_pipeline():
