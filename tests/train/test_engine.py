@@ -265,3 +265,67 @@ def _model_at(cfg, side: int):
     from vitkit.train.engine import build_model
 
     return build_model(cfg, num_classes=4, in_chans=3, img_size=(side, side))
+
+
+def _train_in_background(tmp_path: Path, *sets: str):
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers.train import REPO, TINY, cli_sets
+
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    args = [sys.executable, "-m", "vitkit", "train", *cli_sets([*TINY, f"checkpoint.out_dir={tmp_path}",
+                                                               "log.progress=plain", "log.every_steps=1", *sets])]
+    return subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for_steps(proc, count: int) -> list[str]:
+    lines = []
+    while sum(" step " in line and "train_loss" in line for line in lines) < count:
+        line = proc.stdout.readline()
+        assert line, "training ended before it was interrupted:\n" + "".join(lines)
+        lines.append(line)
+    return lines
+
+
+def test_ctrl_c_once_finishes_the_step_saves_and_says_how_to_resume(tmp_path):
+    import signal
+
+    from vitkit.train.checkpoint import load_train_state
+
+    proc = _train_in_background(tmp_path, "train.epochs=200")  # far more than the test waits for
+    _wait_for_steps(proc, 3)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out[-3000:]
+    run_dir = next(tmp_path.glob("vit_digits_patch2_8-*"))
+    summary = json.loads((run_dir / "summary.json").read_text())
+    state = load_train_state(run_dir / "last.pt")
+    assert summary["stop_reason"] == "interrupted" and summary["steps"] == state["step"] >= 3
+    assert f"vitkit train --resume {run_dir}" in out and "Traceback" not in out
+
+
+def test_ctrl_c_twice_exits_at_once_and_keeps_the_last_checkpoint(tmp_path):
+    import signal
+    import time
+
+    from vitkit.train.checkpoint import load_train_state
+
+    proc = _train_in_background(tmp_path, "train.epochs=200", "checkpoint.every_steps=1")
+    _wait_for_steps(proc, 3)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    run_dir = next(tmp_path.glob("vit_digits_patch2_8-*"))
+    assert load_train_state(run_dir / "last.pt")["step"] >= 1  # whole and loadable
+
+
+def test_the_final_test_pass_shows_progress(tmp_path, capsys):
+    train(tiny_config(tmp_path, "log.progress=plain", "train.max_steps=1"))
+    import re
+
+    out = capsys.readouterr().out
+    assert re.search(r"^test: (\d+)/\1 batches", out, re.M), out[-2000:]  # the last batch of the test split

@@ -17,9 +17,12 @@ The model is a black box: the loop calls its forward, ``set_grad_checkpointing``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -65,6 +68,8 @@ from .monitor import Monitor, block_grad_norms, peak_memory_mb
 from .schedule import build_scheduler
 from .state import LoopState
 
+INTERRUPTED = "interrupted"  # the stop reason of a run stopped by Ctrl-C (SIGINT)
+
 #: called after every optimizer step with the loop's state (e.g. to log elsewhere, or to inject a fault in a test)
 StepCallback = Callable[[LoopState], None]
 
@@ -97,6 +102,18 @@ def build_datasets(cfg: Config) -> tuple:
     return tuple(build_dataset(cfg.data.name, split, **common, **kind) for split in ("train", "val", "test"))
 
 
+def _resume_after_elastic_restart(cfg: Config) -> None:
+    """torchrun --max-restarts: a restarted worker group continues the run its previous attempt checkpointed (the
+    newest run of this run_name); with nothing checkpointed yet it starts afresh."""
+    if cfg.checkpoint.resume or int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) == 0:
+        return
+    try:
+        last = resolve_resume("auto", cfg.checkpoint.out_dir, cfg.checkpoint.run_name or cfg.model.name)
+    except FileNotFoundError:
+        return
+    cfg.checkpoint.resume = str(last.parent)
+
+
 def train(cfg: Config, model: nn.Module | None = None, callbacks: Iterable[StepCallback] = ()) -> dict[str, Any]:
     """Train as ``cfg`` says and return the summary (also saved as summary.json in the run directory).
 
@@ -104,6 +121,7 @@ def train(cfg: Config, model: nn.Module | None = None, callbacks: Iterable[StepC
     ``callbacks``: functions called after every optimizer step with the loop's :class:`LoopState`.
     """
     cfg.validate()
+    _resume_after_elastic_restart(cfg)
     t_start = time.perf_counter()
     wants_cuda = cfg.train.device == "cuda" or (cfg.train.device == "auto" and torch.cuda.is_available())
     info = setup_distributed(cfg.dist, "cuda" if wants_cuda else "cpu")
@@ -277,10 +295,32 @@ class Trainer:
 
     def run(self) -> dict[str, Any]:
         self.model.train()
-        while self.state.epoch < self.cfg.train.epochs and self.state.stop_reason is None:
-            self.train_epoch()
-            self.end_epoch()
+        with self._stop_on_interrupt():
+            while self.state.epoch < self.cfg.train.epochs and self.state.stop_reason is None:
+                self.train_epoch()
+                self.end_epoch()
         return self.finish()
+
+    @contextlib.contextmanager
+    def _stop_on_interrupt(self):
+        """Ctrl-C once: finish the current optimizer step, save last.pt and the summary, stop. Ctrl-C twice: Python's
+        own KeyboardInterrupt, at once (every file on disk is whole: writes are atomic)."""
+        self.interrupted = False
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.getsignal(signal.SIGINT)
+
+        def request_stop(signum, frame) -> None:
+            self.interrupted = True
+            signal.signal(signal.SIGINT, previous)  # the second Ctrl-C is not ours to soften
+            self.monitor.print("interrupt: stopping after this optimizer step (Ctrl-C again to exit at once)")
+
+        signal.signal(signal.SIGINT, request_stop)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
     def elapsed(self) -> float:
         """Training seconds so far (this process and any run it resumed): what train.time_budget_s counts."""
@@ -384,6 +424,15 @@ class Trainer:
                 if self.total_steps < tc.epochs * self.steps_per_epoch else "finished"
         elif tc.time_budget_s and _agree(self.elapsed() >= tc.time_budget_s, self.device, info):
             s.stop_reason = f"reached train.time_budget_s={tc.time_budget_s:g}"
+        elif self._interrupt_agreed(log_now):
+            s.stop_reason = INTERRUPTED
+
+    def _interrupt_agreed(self, log_now: bool) -> bool:
+        """Whether Ctrl-C stops the run at this step; under torchrun the ranks agree at logging steps only, so an
+        interrupt costs no extra collective on the others."""
+        if not self.info.enabled:
+            return self.interrupted
+        return log_now and _agree(self.interrupted, self.device, self.info)
 
     def log_step(self, grad_norm: torch.Tensor | None, blocks: dict | None) -> None:
         s, sums, now = self.state, self.log_sums, time.perf_counter()
@@ -412,7 +461,8 @@ class Trainer:
         record = {"kind": "epoch", "step": s.step, "epoch": s.epoch + s.batch / self.batches,
                   "epoch_time_s": time.perf_counter() - self.t_epoch,
                   "train_loss": loss_sum / max(count, 1), "train_acc1": correct / max(count, 1) * 100}
-        if (s.epoch + 1) % tc.eval_every == 0 or s.epoch + 1 == tc.epochs or s.stop_reason:
+        due = (s.epoch + 1) % tc.eval_every == 0 or s.epoch + 1 == tc.epochs or s.stop_reason is not None
+        if due and s.stop_reason != INTERRUPTED:  # an interrupted run stops without another evaluation
             record.update(self.validate())
         record["elapsed_s"] = self.elapsed()  # after validation: the time this accuracy was reached
         self.monitor.log(record, s.step, line=True)
@@ -518,7 +568,9 @@ class Trainer:
             from ..weights import read_state_dict
 
             self.raw_model.load_state_dict(read_state_dict(best_path))
-        test = self.evaluate(self.raw_model, self.test_loader)
+        interrupted = s.stop_reason == INTERRUPTED
+        test = {"acc1": None, "acc5": None, "loss": None, "count": 0} if interrupted else \
+            self.evaluate(self.raw_model, self.monitor.track(self.test_loader, "test"))
         summary.update({
             f"best_{cfg.checkpoint.metric}": s.best, "test_acc1": test["acc1"], "test_acc5": test["acc5"],
             "test_loss": test["loss"], "test_images": test["count"], "train_time_s": train_time,
@@ -526,12 +578,15 @@ class Trainer:
             "peak_mem_mb": peak_memory_mb(self.device), "best_checkpoint": str(best_path),
             "last_state": str(self.run_dir / "last.pt"),
         })
-        if self.ema is not None:
-            summary["test_ema_acc1"] = self.evaluate(self.ema.module, self.test_loader)["acc1"]
+        if self.ema is not None and not interrupted:
+            summary["test_ema_acc1"] = self.evaluate(self.ema.module, self.monitor.track(self.test_loader,
+                                                                                         "test (EMA)"))["acc1"]
         summary["wall_time_s"] = time.perf_counter() - self.t_start  # everything this process did, EMA test included
         self.monitor.print("summary: " + "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                                    for k, v in summary.items()))
         self.monitor.finish(summary)
+        if interrupted:
+            self.monitor.print(f"interrupted at step {s.step}; continue with: vitkit train --resume {self.run_dir}")
         return summary
 
 

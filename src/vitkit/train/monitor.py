@@ -84,6 +84,11 @@ class Monitor:
             self.bar = tqdm(total=total, initial=done, desc=self.epoch_label, unit="step", dynamic_ncols=True,
                             leave=True)
 
+    def track(self, batches, label: str) -> _Tracked:
+        """``batches`` (a loader) with progress shown: a bar on a terminal, else a line at every 10% (a long
+        evaluation, such as the final test pass, otherwise looks like a hang)."""
+        return _Tracked(batches, label, self if self.enabled and self.mode != "none" else None)
+
     def step(self, n: int = 1, postfix: dict[str, Any] | None = None) -> None:
         if self.bar is not None:
             self.bar.update(n)
@@ -139,6 +144,30 @@ class Monitor:
         if self._jsonl is not None:
             self._jsonl.close()
             self._jsonl = None
+
+
+class _Tracked:
+    def __init__(self, batches, label: str, monitor: Monitor | None) -> None:
+        self.batches, self.label, self.monitor = batches, label, monitor
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        if self.monitor is None:
+            yield from self.batches
+            return
+        total, t0 = len(self.batches), time.perf_counter()
+        if self.monitor.mode == "bar":
+            from tqdm import tqdm
+
+            yield from tqdm(self.batches, total=total, desc=self.label, unit="batch", dynamic_ncols=True, leave=False)
+            return
+        marks = {math.ceil(total * k / 10) for k in range(1, 11)}
+        for i, batch in enumerate(self.batches, 1):
+            yield batch
+            if i in marks:
+                self.monitor.print(f"{self.label}: {i}/{total} batches, {time.perf_counter() - t0:.0f} s")
 
 
 def _short(v: Any) -> str:
