@@ -1,4 +1,5 @@
-"""Tiny on-the-fly datasets for the data tests: image folders with every format and bad-data case, fake CIFAR."""
+"""Tiny on-the-fly datasets for the data tests: image folders with every format and bad-data case, fake CIFAR, and
+the one finder of the shared real CIFAR-10 copy."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Shared fixtures for the inference tests: a tiny checkpoint and a few real or synthetic images."""
+"""Shared by the inference and CLI tests: a tiny checkpoint and a few real or synthetic images."""
 
 from __future__ import annotations
 
