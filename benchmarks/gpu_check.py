@@ -1,7 +1,8 @@
 """The first run of vitkit on a GPU: what the planner predicts against what the card does, in one script.
 
     python benchmarks/gpu_check.py              # one NVIDIA GPU, at most ~8 minutes
-    python benchmarks/gpu_check.py --dry-run    # the same code on the CPU with tiny shapes (tests/test_gpu_check.py)
+    python benchmarks/gpu_check.py --dry-run    # the same code on the CPU with tiny shapes
+                                                # (tests/benchmarks/test_gpu_check.py)
 
 Sections, each recorded even if another fails, the JSON rewritten after each one
 (benchmarks/results/gpu_check_<device>.json):

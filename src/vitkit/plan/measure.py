@@ -6,7 +6,7 @@ exist): on CUDA ``torch.cuda.max_memory_allocated``, elsewhere PyTorch's ``MemTr
 
 ``execute="fake"`` runs the same step under ``FakeTensorMode``: PyTorch dispatches every op, autograd, autocast and
 checkpointing exactly as for real tensors (same shapes, dtypes, views and storage sharing) but does no arithmetic.
-It agrees with real execution to a few hundred bytes (tests/test_plan.py checks it), and makes large or bf16
+It agrees with real execution to a few hundred bytes (tests/plan/test_measure.py checks it), and makes large or bf16
 configurations measurable on a CPU without AVX-512 BF16, where a bf16 training step of ViT-B/16 at 384 px would take
 hours. FLOPs are always counted on a fake copy of the step: the counter only reads shapes, and its module hooks would
 otherwise hold references that distort a memory measurement of the same step.
