@@ -29,3 +29,21 @@ def test_pil_bomb_check_and_corrupt_bytes():
         decode_rgb(b"", "e.jpg")
     with pytest.raises(BadImageError, match="not a recognised image"):
         decode_rgb(b"hello world, certainly not an image", "t.jpg")
+
+
+def test_16_bit_grayscale_pngs_are_scaled_not_saturated(tmp_path):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from vitkit.data.decode import decode_rgb, read_many_rgb
+
+    values = np.array([[0, 257, 40000, 65535]], np.uint16)
+    buf = io.BytesIO()
+    Image.fromarray(values).save(buf, format="PNG")
+    assert Image.open(io.BytesIO(buf.getvalue())).mode == "I;16"
+    expected = [0, 1, 156, 255]  # 40000/65535 of the 8-bit range, where a clip would give 255
+    assert decode_rgb(buf.getvalue())[:, 0, :].tolist() == [expected] * 3
+    (tmp_path / "wide.png").write_bytes(buf.getvalue())
+    assert read_many_rgb([str(tmp_path / "wide.png")])[0][0, 0].tolist() == expected

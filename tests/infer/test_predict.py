@@ -66,3 +66,15 @@ def test_output_formats():
         "path,rank,label,prob", "a.jpg,1,cat,0.750000", "a.jpg,2,dog,0.250000"
     ]
     assert "cat 0.750, dog 0.250" in format_predictions(preds, "table")
+
+
+def test_a_folder_is_read_as_training_reads_it_hidden_files_skipped(tmp_path):
+    from PIL import Image
+
+    from vitkit.infer.predict import expand_inputs
+
+    for rel in ("a.jpg", "sub/b.png", ".DS_Store.jpg", "._a.jpg", ".ipynb_checkpoints/c.jpg", "sub/.hidden.png"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (4, 4)).save(tmp_path / rel, format="PNG" if rel.endswith("png") else "JPEG")
+    paths, problems = expand_inputs([tmp_path])
+    assert [p.relative_to(tmp_path).as_posix() for p in paths] == ["a.jpg", "sub/b.png"] and not problems

@@ -60,3 +60,32 @@ def test_unsupported_extension_and_missing_file(tmp_path):
         read_state_dict(tmp_path / "w.h5")
     with pytest.raises(FileNotFoundError, match="missing.pth"):
         vitkit.create_model("vit_tiny_patch16_224", pretrained=tmp_path / "missing.pth")
+
+
+def test_metadata_that_claims_a_huge_model_is_refused_before_anything_is_built(tmp_path, monkeypatch):
+    import json
+
+    from safetensors.torch import save_file
+
+    from vitkit.weights import io
+
+    model = tiny()
+    path = vitkit.save_checkpoint(model, tmp_path / "m.safetensors")
+    tensors = read_state_dict(path)
+    with io.safe_open(str(path), framework="pt") as f:
+        meta = dict(f.metadata())
+    meta["config"] = json.dumps({**json.loads(meta["config"]), "embed_dim": 16384, "depth": 64, "num_heads": 16})
+    bomb = tmp_path / "bomb.safetensors"
+    save_file({"cls_token": tensors["cls_token"]}, str(bomb), metadata=meta)  # a small file, a 200 B-param claim
+    devices = []
+    real_build = io.build_from_config
+
+    def recording_build(arch, config):
+        devices.append(torch.empty(0).device.type)  # "meta" inside check_config_matches_tensors
+        return real_build(arch, config)
+
+    monkeypatch.setattr(io, "build_from_config", recording_build)
+    with pytest.raises(ValueError, match="bomb.safetensors: its metadata .* does not match its tensors"):
+        vitkit.load_checkpoint(bomb)
+    assert devices == ["meta"]  # only the shape-only skeleton was ever built
+    assert vitkit.load_checkpoint(path) is not None and devices[-1] != "meta"  # a true file still loads

@@ -13,6 +13,7 @@ import io
 import os
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,6 +27,15 @@ except ImportError:  # pragma: no cover - a future torchvision
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 DEFAULT_MAX_PIXELS = int(Image.MAX_IMAGE_PIXELS or 89_478_485)  # PIL's decompression-bomb limit
+
+
+def find_images(folder: str | os.PathLike) -> list[Path]:
+    """Image files under ``folder``, recursively and sorted, as training reads a folder: hidden files and folders
+    (a leading dot: .DS_Store, ._IMG_1.jpg, .ipynb_checkpoints/) are skipped, so predict sees what training saw."""
+    folder = Path(folder)
+    return sorted(p for p in folder.rglob("*")
+                  if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
 class BadImageError(ValueError):
@@ -99,13 +109,21 @@ def _open_checked(data: bytes, path: str | os.PathLike, max_pixels: int) -> Imag
     return image
 
 
+#: PIL modes of 16-bit grayscale images (PNG, TIFF): values 0..65535
+_WIDE_GRAY_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
+
+
 def _pil_to_rgb(image: Image.Image, path: str | os.PathLike) -> torch.Tensor:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # palette-with-transparency notices are not errors
             if image.mode == "P" and "transparency" in image.info:
                 image = image.convert("RGBA")
-            rgb = np.asarray(image.convert("RGB"))
+            if image.mode in _WIDE_GRAY_MODES:  # PIL's convert("RGB") clips 16-bit values at 255: scale them
+                gray = np.asarray(image, dtype=np.float64) * (255 / 65535)
+                rgb = np.repeat(np.clip(np.rint(gray), 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
+            else:
+                rgb = np.asarray(image.convert("RGB"))
     except (OSError, SyntaxError, ValueError) as exc:
         raise BadImageError(path, f"corrupt or truncated image data ({exc})") from exc
     return torch.from_numpy(rgb.copy()).permute(2, 0, 1)

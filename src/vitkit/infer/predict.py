@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..data.decode import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, BadImageError, read_many_rgb
+from ..data.decode import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, BadImageError, find_images, read_many_rgb
 from ..runtime import amp_context, resolve_device
 from .preprocess import InferenceSpec, stack_transformed
 
@@ -95,7 +95,7 @@ def expand_inputs(inputs: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
         item = str(item)
         p = Path(item)
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+            found = find_images(p)
             if not found:
                 problems.append(f"{item}: folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
             paths.extend(found)

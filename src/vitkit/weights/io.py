@@ -7,6 +7,7 @@ which refuses arbitrary pickled objects.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -71,9 +72,44 @@ def read_checkpoint_metadata(path: str | Path) -> dict[str, Any]:
     }
 
 
+def _header_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes from a safetensors header (nothing else is read)."""
+    with safe_open(str(path), framework="pt") as f:
+        return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+
+
+def check_config_matches_tensors(path: Path, meta: dict[str, Any], strict: bool = True) -> None:
+    """Refuse a file whose metadata describes another model than its tensors, before anything is allocated.
+
+    The model is built on the meta device (shapes only), so a 1 KB file claiming ``embed_dim=16384, depth=64`` costs
+    nothing; without this the claimed model would be allocated in full first.
+    """
+    try:
+        with torch.device("meta"):
+            skeleton = build_from_config(meta["arch"], meta["config"])
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path}: its metadata does not describe a buildable {meta['arch']!r} model ({err})") from None
+    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    stored = _header_shapes(path)
+    wrong = [(k, expected[k], stored[k]) for k in expected.keys() & stored.keys() if expected[k] != stored[k]]
+    missing = sorted(expected.keys() - stored.keys())
+    claimed = sum(math.prod(s) for s in expected.values())
+    held = sum(math.prod(s) for s in stored.values())
+    if wrong or (strict and missing) or claimed > 2 * held + 1_000_000:
+        detail = (f"{wrong[0][0]}: metadata implies {wrong[0][1]}, the file holds {wrong[0][2]}" if wrong else
+                  f"missing {missing[:3]}" if missing and strict else
+                  f"the metadata implies {claimed:,} values, the file holds {held:,}")
+        raise ValueError(f"{path}: its metadata (arch {meta['arch']!r}) does not match its tensors ({detail}); the "
+                         f"file is damaged or was altered")
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", strict: bool = True) -> VitkitModel:
-    """Rebuild a model from a vitkit safetensors file alone. The metadata is attached as ``model.checkpoint_meta``."""
+    """Rebuild a model from a vitkit safetensors file alone. The metadata is attached as ``model.checkpoint_meta``.
+
+    The metadata's config is checked against the tensor shapes in the file's header before the model is built.
+    """
     meta = read_checkpoint_metadata(path)
+    check_config_matches_tensors(Path(path), meta, strict=strict)
     model = build_from_config(meta["arch"], meta["config"])
     state = read_state_dict(path)
     load_into_model(model, state, strict=strict, source=str(path))
@@ -91,7 +127,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as err:  # SafetensorError / OSError for a truncated or foreign file: name the file
+            raise ValueError(f"{path} is not a readable safetensors file ({err})") from None
     if path.suffix in (".pth", ".pt", ".bin", ".ckpt"):
         obj = load_weights_only(path)
         for wrapper in ("state_dict", "model", "model_ema", "module"):

@@ -9,6 +9,7 @@ Both layouts are read: the original (``MultiHeadDotProductAttention_1``, ``Layer
 from __future__ import annotations
 
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -75,8 +76,11 @@ def read_npz(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # truncated, foreign or pickled content
+        raise ValueError(f"{path} is not a readable .npz checkpoint ({type(err).__name__}: {err})") from None
     for prefix in ("opt/target/", "params/img/", "params/"):  # Flax training states and big_vision multi-tower files
         if f"{prefix}embedding/kernel" in arrays:
             arrays = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
