@@ -125,3 +125,112 @@ def test_crop_and_flip_together_give_a_possibly_mirrored_window():
         assert plain or flipped
         mirrored += flipped and not plain
     assert 4 < mirrored < 28
+
+
+# -- RandomResizedCrop for photos: batched, seeded, resumable -------------------------------------------------------
+
+
+def _photos(b: int = 24, size: int = 40) -> tuple[torch.Tensor, torch.Tensor]:
+    """Smooth uint8 images (sums of low-frequency waves): interpolation differences stay small, crops differ."""
+    g = torch.Generator().manual_seed(5)
+    yy, xx = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32),
+                            indexing="ij")
+    freq = torch.rand(b, 3, 2, generator=g) * 0.3
+    phase = torch.rand(b, 3, 1, 1, generator=g) * 6
+    waves = torch.sin(xx * freq[..., 0:1, None] + phase) + torch.cos(yy * freq[..., 1:2, None])
+    images = (waves * 60 + 128).clamp(0, 255).round().to(torch.uint8)
+    return images, torch.arange(b) % 10
+
+
+IDENTITY = dict(mean=(0.0,) * 3, std=(1 / 255,) * 3)  # normalisation that leaves 0..255 values
+
+
+def test_random_resized_boxes_follow_torchvision_ranges():
+    from vitkit.data.batch_aug import random_resized_boxes
+
+    boxes = random_resized_boxes(4000, 60, 80, scale=(0.2, 0.9), ratio=(0.5, 2.0),
+                                 generator=torch.Generator().manual_seed(0))
+    top, left, h, w = boxes.T
+    assert (top >= 0).all() and (left >= 0).all() and (top + h <= 60).all() and (left + w <= 80).all()
+    area = (h * w).double() / (60 * 80)
+    assert area.min() >= 0.2 - 0.02 and area.max() <= 0.9 + 0.02 and area.std() > 0.15  # rounding only
+    aspect = (w / h).double()
+    assert aspect.min() >= 0.5 * 0.9 and aspect.max() <= 2.0 * 1.1
+    assert len({tuple(b.tolist()) for b in boxes}) > 3000  # boxes really vary per image
+    narrow = random_resized_boxes(8, 100, 10, scale=(0.9, 1.0), ratio=(1.0, 1.0),
+                                  generator=torch.Generator().manual_seed(0))  # no square box of 90% area fits
+    assert narrow.tolist() == [[45, 0, 10, 10]] * 8  # the fallback: the centre crop at the clamped ratio
+
+
+def test_batched_resized_crop_matches_a_per_sample_crop_of_the_same_box():
+    from torchvision.transforms.v2 import functional as TF
+
+    from vitkit.data.batch_aug import random_resized_boxes, resized_crops
+
+    x, _ = _photos(b=64)
+    boxes = random_resized_boxes(64, 40, 40, generator=torch.Generator().manual_seed(1))
+    out = resized_crops(x, boxes, (24, 24))
+    interior_up, means = [], []
+    for i, (top, left, h, w) in enumerate(boxes.tolist()):
+        ref = TF.resized_crop(x[i].float(), top, left, h, w, [24, 24], antialias=True)
+        diff = (out[i] - ref).abs()
+        means.append(float(diff.mean()))
+        assert float(diff.max()) < 8  # on a 0..255 scale
+        if h <= 24 and w <= 24:
+            interior_up.append(float(diff[:, 1:-1, 1:-1].max()))
+    # enlarging, both are bilinear at the same sample points: equal inside; on the box's outermost pixels roi_align
+    # reads the image's real neighbours where the crop-then-resize reference repeats its edge
+    assert interior_up and max(interior_up) < 1e-3
+    assert sum(means) / len(means) < 1  # shrinking adds an area average vs an antialiasing triangle filter
+
+
+def test_resized_crop_and_flip_batch_is_deterministic_per_seed_and_mirrors_half():
+    from torchvision.transforms.v2 import functional as TF
+
+    from vitkit.data.batch_aug import random_resized_boxes
+
+    x, y = _photos()
+
+    def run(seed: int):
+        return BatchAugment(10, **IDENTITY, crop="resized", out_size=24, generator=torch.Generator().manual_seed(seed))(
+            x, y)[0]
+
+    a, b, c = run(7), run(7), run(8)
+    assert a.shape == (24, 3, 24, 24) and torch.equal(a, b) and not torch.equal(a, c)
+    boxes = random_resized_boxes(24, 40, 40, generator=torch.Generator().manual_seed(7))  # the same draws, in order
+    mirrored = 0
+    for i, (top, left, h, w) in enumerate(boxes.tolist()):
+        ref = TF.resized_crop(x[i].float(), top, left, h, w, [24, 24], antialias=True)
+        plain, flipped = float((a[i] - ref).abs().mean()), float((a[i] - ref.flip(-1)).abs().mean())
+        assert min(plain, flipped) < 2
+        mirrored += flipped < plain
+    assert 4 < mirrored < 20
+
+
+def test_resized_crop_resumes_bit_identically_from_the_saved_generator_state():
+    from vitkit.train.checkpoint import capture_rng, restore_rng
+
+    x, y = _photos()
+    kw = dict(crop="resized", out_size=32, mixup_alpha=0.4, label_smoothing=0.1)
+    gen = torch.Generator().manual_seed(11)
+    aug = BatchAugment(10, MEAN, STD, generator=gen, **kw)
+    aug(x, y)
+    saved = capture_rng(gen)  # what last.pt stores
+    expected = [aug(x, y) for _ in range(3)]
+    fresh = torch.Generator().manual_seed(999)
+    restore_rng(saved, fresh)
+    resumed = BatchAugment(10, MEAN, STD, generator=fresh, **kw)
+    for want in expected:
+        got = resumed(x, y)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+def test_resized_crop_on_the_default_size_and_argument_errors():
+    x, y = _photos(b=4)
+    out, t = BatchAugment(10, MEAN, STD, crop="resized", flip=False, scale=(1.0, 1.0), ratio=(1.0, 1.0))(x, y)
+    torch.testing.assert_close(out, normalize_batch(x, MEAN, STD), atol=1e-4, rtol=0)  # the whole image, no flip
+    assert torch.equal(t, y)
+    with pytest.raises(ValueError, match="crop must be one of"):
+        BatchAugment(10, MEAN, STD, crop="random")
+    with pytest.raises(ValueError, match="scale"):
+        BatchAugment(10, MEAN, STD, crop="resized", scale=(0.5, 0.2))

@@ -1,12 +1,17 @@
-"""build_dataset for the in-memory kinds (digits, synthetic) and the split rules shared by every kind."""
+"""build_dataset for the in-memory kinds (digits, synthetic), and the split rules: which data serves validation and
+test for every kind and image-folder layout, and what a run's summary says about it."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from tests.helpers.data import build_cached, make_image_folder, solid
 from vitkit.data import ArrayDataset, build_dataset, channel_stats, stratified_split
+from vitkit.data.datasets import split_summary
 
 
 def test_digits_fixed_split():
@@ -38,10 +43,13 @@ def test_val_fraction_carves_stratified_disjoint_split():
     assert va.meta["split_source"] == "0.1 of train"
 
 
-def test_val_without_fraction_falls_back_to_test():
+def test_val_without_fraction_falls_back_to_test_and_says_they_are_the_same_images():
     va = build_dataset("digits", "val")
     te = build_dataset("digits", "test")
-    assert np.array_equal(va.labels, te.labels) and va.split == "val" and va.meta["split_source"] == "test"
+    assert np.array_equal(va.labels, te.labels) and va.split == "val"
+    assert va.meta["split_source"] == "test (val_fraction=0: validation and test are the same images)"
+    summary = split_summary(build_dataset("digits", "train"), va, te)
+    assert summary["splits"]["val"] == va.meta["split_source"] and summary["test_split"] == "test"
 
 
 def test_synthetic_is_learnable_and_sized():
@@ -90,3 +98,54 @@ def test_storage_size_is_ignored_with_a_warning_for_in_memory_kinds():
     with pytest.warns(UserWarning, match="storage_size=16 is ignored for 'synthetic'"):
         ds = build_dataset("synthetic", "test", storage_size=16, num_samples=4, image_size=8)
     assert ds.image_size == (8, 8)
+
+
+def _class_folder(root, per_class=(6, 4)):
+    """A plain ``root/<class>/<image>`` folder (what torchvision's ImageFolder takes), distinct 12x12 images."""
+    for c, (name, n) in enumerate(zip(("cat", "dog"), per_class)):
+        (root / name).mkdir(parents=True)
+        for i in range(n):
+            solid((20 * i, 100 * c, 7), (12, 12)).save(root / name / f"{i}.png")
+
+
+def test_a_plain_class_folder_carves_a_seeded_stratified_val_and_says_there_is_no_test_set(tmp_path):
+    root = tmp_path / "pets"
+    _class_folder(root)
+    kw = dict(val_fraction=0.25, seed=3)
+    train, val, test = (build_cached(root, split, **kw) for split in ("train", "val", "test"))
+    assert (len(train), len(val)) == (7, 3) and np.bincount(val.labels).tolist() == [2, 1]  # a share of each class
+    rows = {r.tobytes() for r in np.asarray(train.images)}
+    assert not any(r.tobytes() in rows for r in np.asarray(val.images))  # disjoint
+    assert np.array_equal(np.asarray(build_cached(root, "val", **kw).images), np.asarray(val.images))  # seeded
+    assert np.array_equal(np.asarray(test.images), np.asarray(val.images)) and test.split == "test"
+    for ds in (train, val):  # the source file of every row, e.g. for evaluating the raw images
+        assert [Path(f).parent.name for f in ds.meta["files"]] == [ds.classes[y] for y in ds.labels]
+    summary = split_summary(train, val, test)
+    assert summary["splits"] == {"train": "pets minus 0.25 carved for val", "val": "0.25 of pets",
+                                 "test": "0.25 of pets"}
+    assert summary["test_split"] == ("none: no separate test set, so the test figures are on the validation split "
+                                     "(0.25 of pets)")
+    with pytest.raises(ValueError, match=r"no val/ \(or test/\) folder and val_fraction is 0: .*data.val_fraction"):
+        build_cached(root, "val")
+
+
+def test_train_and_val_folders_validate_on_val_and_test_on_test_when_there_is_one(tmp_path):
+    root = tmp_path / "data"
+    counts = make_image_folder(root, bad=False)
+    kw = dict(val_fraction=0.5)  # ignored: the folder has its own validation images
+    train, val, test = (build_cached(root, split, **kw) for split in ("train", "val", "test"))
+    assert len(train) == counts["train"] and train.meta["split_source"] == "data/train"
+    assert len(val) == counts["val"] and val.meta["split_source"] == "data/val"
+    assert split_summary(train, val, test)["test_split"].startswith("none: no separate test set")
+    (root / "test" / "cat").mkdir(parents=True)
+    (root / "test" / "dog").mkdir()
+    for name in ("cat", "dog"):
+        for i in range(3):
+            solid((i, i, i)).save(root / "test" / name / f"t{i}.png")
+    test = build_cached(root, "test", **kw)
+    assert len(test) == 6 and test.meta["separate_test"] is True
+    assert split_summary(train, build_cached(root, "val", **kw), test) == {
+        "splits": {"train": "data/train", "val": "data/val", "test": "data/test"}, "test_split": "data/test"}
+    (root / "val").rename(root / "old_val")  # without val/, validation is carved out of train/ (old_val is no split)
+    carved = build_cached(root, "val", val_fraction=0.3)
+    assert carved.meta["split_source"] == "0.3 of data/train" and build_cached(root, "test").meta["separate_test"]

@@ -1,17 +1,23 @@
 """Batch-level augmentation on the training device: one vectorised pass over a whole uint8 batch.
 
-Small images (CIFAR-sized) cost more in per-sample Python than in arithmetic, so crop+pad, flip and
-mixup/cutmix are applied to the batch tensor where it already lives (CPU or GPU), with no DataLoader workers.
+Per-sample Python costs more than the arithmetic of an augmentation, so the crop (pad-crop for CIFAR-sized images,
+random-resized crop for photos), the flip and mixup/cutmix are applied to the batch tensor where it already lives
+(CPU or GPU), with no DataLoader workers.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from torchvision.ops import roi_align
 from torchvision.transforms import v2
+
+CROPS = ("pad", "resized")
+RRC_ATTEMPTS = 10  # candidate boxes per image before the center-crop fallback (as torchvision's RandomResizedCrop)
 
 
 @functools.lru_cache(maxsize=64)
@@ -38,6 +44,52 @@ def normalize_batch(images: torch.Tensor, mean: Sequence[float], std: Sequence[f
     return images.to(torch.float32).mul(scale).sub_(shift)
 
 
+def random_resized_boxes(
+    batch: int,
+    height: int,
+    width: int,
+    *,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """(batch, 4) int64 boxes ``(top, left, height, width)`` drawn as torchvision's ``RandomResizedCrop.get_params``
+    draws them (area fraction uniform in ``scale``, log aspect ratio uniform in ``ratio``, the first of
+    :data:`RRC_ATTEMPTS` candidates that fits, else the center crop of the clamped ratio), for all images at once."""
+    device = generator.device if generator is not None else "cpu"
+    u = torch.rand((batch, RRC_ATTEMPTS, 4), generator=generator, device=device, dtype=torch.float64)
+    area = height * width * (scale[0] + (scale[1] - scale[0]) * u[..., 0])
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    aspect = torch.exp(log_lo + (log_hi - log_lo) * u[..., 1])
+    cw = torch.sqrt(area * aspect).round()
+    ch = torch.sqrt(area / aspect).round()
+    fits = (cw > 0) & (cw <= width) & (ch > 0) & (ch <= height)
+    first = fits.to(torch.int8).argmax(1, keepdim=True)  # the first candidate that fits (0 when none does)
+    cw, ch = cw.gather(1, first).squeeze(1), ch.gather(1, first).squeeze(1)
+    top = (u[..., 2].gather(1, first).squeeze(1) * (height - ch + 1)).floor().clamp_(max=height - ch)
+    left = (u[..., 3].gather(1, first).squeeze(1) * (width - cw + 1)).floor().clamp_(max=width - cw)
+    if not bool(fits.any(1).all()):  # the fallback: the whole image, cut to the nearest allowed aspect ratio
+        in_ratio = width / height
+        fw, fh = (width, round(width / min(ratio))) if in_ratio < min(ratio) else \
+            (round(height * max(ratio)), height) if in_ratio > max(ratio) else (width, height)
+        none = ~fits.any(1)
+        cw, ch = cw.masked_fill(none, fw), ch.masked_fill(none, fh)
+        top, left = top.masked_fill(none, (height - fh) // 2), left.masked_fill(none, (width - fw) // 2)
+    return torch.stack([top, left, ch, cw], 1).long()
+
+
+def resized_crops(images: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Crop box ``(top, left, height, width)`` of each image and resize it to ``size``: float (B, C, *size) in the
+    input's value range, from ONE ``roi_align`` call (bilinear; where the box is larger than the output it averages
+    ceil(box / size) samples per output pixel, an area filter against aliasing)."""
+    b = images.shape[0]
+    boxes = boxes.to(device=images.device, dtype=torch.float32)
+    rois = torch.cat([torch.arange(b, device=images.device, dtype=torch.float32).view(b, 1), boxes[:, 1:2],
+                      boxes[:, 0:1], boxes[:, 1:2] + boxes[:, 3:4], boxes[:, 0:1] + boxes[:, 2:3]], 1)
+    x = images if images.is_floating_point() else images.float()
+    return roi_align(x, rois, output_size=tuple(size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+
+
 def soft_targets(labels: torch.Tensor, num_classes: int, label_smoothing: float = 0.0) -> torch.Tensor:
     """One-hot targets with label smoothing: ``(1 - eps) * onehot + eps / K``."""
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
@@ -49,7 +101,11 @@ def soft_targets(labels: torch.Tensor, num_classes: int, label_smoothing: float 
 
 
 class BatchAugment:
-    """Random crop with zero padding, horizontal flip, then MixUp/CutMix (torchvision v2) on a uint8 batch.
+    """A random crop, horizontal flip, then MixUp/CutMix (torchvision v2) on a uint8 batch.
+
+    The crop is ``crop="pad"`` (the CIFAR recipe: a window of the zero-padded image, ``crop_padding`` pixels) or
+    ``crop="resized"`` (photos: RandomResizedCrop with ``scale`` and ``ratio`` as torchvision's, to ``out_size``,
+    all images in one batched op on their device).
 
     Returns normalised float32 images and targets: int64 labels when neither mixing nor label smoothing is
     configured, otherwise soft targets (B, num_classes) where label smoothing is applied before mixing (the
@@ -73,7 +129,16 @@ class BatchAugment:
         label_smoothing: float = 0.0,
         out_size: int | tuple[int, int] | None = None,
         generator: torch.Generator | None = None,
+        crop: str = "pad",
+        scale: tuple[float, float] = (0.08, 1.0),
+        ratio: tuple[float, float] = (3 / 4, 4 / 3),
     ) -> None:
+        if crop not in CROPS:
+            raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
+        if not 0.0 < scale[0] <= scale[1] <= 1.0:
+            raise ValueError(f"scale must satisfy 0 < min <= max <= 1, got {scale}")
+        if not 0.0 < ratio[0] <= ratio[1]:
+            raise ValueError(f"ratio must satisfy 0 < min <= max, got {ratio}")
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         if crop_padding < 0:
@@ -87,6 +152,9 @@ class BatchAugment:
         self.num_classes = num_classes
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
+        self.crop = crop
+        self.scale = (float(scale[0]), float(scale[1]))
+        self.ratio = (float(ratio[0]), float(ratio[1]))
         self.crop_padding = int(crop_padding)
         self.flip = bool(flip)
         self.mix_prob = float(mix_prob)
@@ -131,6 +199,18 @@ class BatchAugment:
         padded = F.pad(images, (p, p, p, p)) if p else images
         return padded.reshape(b, c, -1).gather(2, index).view(b, c, h, w)
 
+    def _resized_crop_flip(self, images: torch.Tensor) -> torch.Tensor:
+        """RandomResizedCrop to ``out_size`` (default: the input size) and flip, batched: boxes drawn from the
+        generator, one ``roi_align`` over the batch, the flip as one ``torch.where``. Float output, 0..255."""
+        b, _, h, w = images.shape
+        size = self.out_size or (h, w)
+        boxes = random_resized_boxes(b, h, w, scale=self.scale, ratio=self.ratio, generator=self.generator)
+        flips = self._rand(b) < 0.5 if self.flip else None
+        out = resized_crops(images, boxes, size)
+        if flips is not None:
+            out = torch.where(flips.to(out.device).view(b, 1, 1, 1), out.flip(-1), out)
+        return out
+
     def _mix(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if float(self._rand(1)) >= self.mix_prob:
             return images, targets
@@ -150,8 +230,12 @@ class BatchAugment:
             raise ValueError(f"BatchAugment expects a batch (B, C, H, W), got shape {tuple(images.shape)}")
         if labels.shape != (images.shape[0],):
             raise ValueError(f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}")
-        images = self._crop_flip(images)
-        x = normalize_batch(images, self.mean, self.std)
+        if self.crop == "resized":
+            crops = self._resized_crop_flip(images)
+            scale, shift = _affine(self.mean, self.std, crops.shape[1], crops.device, not images.is_floating_point())
+            x = crops.mul_(scale).sub_(shift)
+        else:
+            x = normalize_batch(self._crop_flip(images), self.mean, self.std)
         if self.out_size is not None and tuple(x.shape[-2:]) != self.out_size:
             x = F.interpolate(x, size=self.out_size, mode="bilinear", align_corners=False, antialias=True)
         if not self.soft:
@@ -163,7 +247,9 @@ class BatchAugment:
 
     def __repr__(self) -> str:
         return (
-            f"BatchAugment(num_classes={self.num_classes}, crop_padding={self.crop_padding}, flip={self.flip}, "
+            f"BatchAugment(num_classes={self.num_classes}, crop={self.crop!r}, "
+            + (f"scale={self.scale}, ratio={self.ratio}, " if self.crop == "resized" else
+               f"crop_padding={self.crop_padding}, ") + f"flip={self.flip}, "
             f"mixup={self.mixup.alpha if self.mixup else 0.0}, cutmix={self.cutmix.alpha if self.cutmix else 0.0}, "
             f"mix_prob={self.mix_prob}, switch_prob={self.switch_prob}, label_smoothing={self.label_smoothing}, "
             f"out_size={self.out_size})"

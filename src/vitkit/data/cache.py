@@ -104,7 +104,8 @@ def write_entry(
     """Create an entry: ``fill`` writes rows into a (N, H, W, 3) memmap and returns the rows it could not fill.
 
     Failed rows are dropped (with their labels), listed in skipped.tsv and counted in meta; the per-channel
-    mean/std of the stored images go into meta; meta.json goes last.
+    mean/std of the stored images go into meta; meta.json goes last (so ``fill`` may still add to ``meta`` what it
+    counted while decoding).
     """
     directory.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(directory)  # what a killed build left behind
@@ -168,7 +169,8 @@ def load_or_build(
 
 
 class _DecodeChunks(torch.utils.data.Dataset):
-    """Chunk c -> (first row, uint8 (n, H, W, 3) array, [(row, reason)]): decoded in DataLoader worker processes."""
+    """Chunk c -> (first row, uint8 (n, H, W, 3) array, [(row, reason)], sources upsampled): decoded in DataLoader
+    worker processes."""
 
     def __init__(self, files: Sequence[str | os.PathLike], size: tuple[int, int], chunk: int, max_pixels: int) -> None:
         self.files = [str(f) for f in files]
@@ -179,17 +181,19 @@ class _DecodeChunks(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return -(-len(self.files) // self.chunk)
 
-    def __getitem__(self, c: int) -> tuple[int, np.ndarray, list[tuple[int, str]]]:
+    def __getitem__(self, c: int) -> tuple[int, np.ndarray, list[tuple[int, str]], int]:
         start = c * self.chunk
         paths = self.files[start : start + self.chunk]
         out = np.zeros((len(paths), *self.size, 3), np.uint8)
         failures = []
+        upsampled = 0
         for i, image in enumerate(read_many_rgb(paths, self.max_pixels)):
             if isinstance(image, BadImageError):
                 failures.append((start + i, image.reason))
             else:
+                upsampled += image.shape[-2] < self.size[0] or image.shape[-1] < self.size[1]
                 out[i] = fit_to(image, self.size).permute(1, 2, 0).numpy()
-        return start, out, failures
+        return start, out, failures, upsampled
 
 
 def decode_files_into(
@@ -200,9 +204,14 @@ def decode_files_into(
     bad_files: str,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     desc: str = "decoding",
+    counts: dict[str, int] | None = None,
 ) -> list[Failure]:
     """Decode ``files[i]`` into ``images[i]`` with ``num_workers`` processes; returns the failures (policy 'skip')
-    or raises :class:`BadImageError` at the first one (policy 'error')."""
+    or raises :class:`BadImageError` at the first one (policy 'error').
+
+    ``counts``, when given, receives ``upsampled``: the sources smaller than the stored size in either side (they
+    were enlarged to fill it, so they carry less detail than their neighbours).
+    """
     n = len(files)
     size = (int(images.shape[1]), int(images.shape[2]))
     chunk = int(np.clip(n // max(1, 8 * max(num_workers, 1)), 16, 512))
@@ -211,14 +220,18 @@ def decode_files_into(
         prefetch_factor=4 if num_workers > 0 else None,
     )
     failures: list[Failure] = []
+    upsampled = 0
     with tqdm(total=n, unit="img", desc=desc, mininterval=0.5, file=sys.stderr) as bar:
-        for start, block, bad in loader:
+        for start, block, bad, enlarged in loader:
             images[start : start + block.shape[0]] = block.numpy()
+            upsampled += int(enlarged)
             for row, reason in bad:
                 if bad_files == "error":
                     raise BadImageError(files[row], reason)
                 failures.append((row, str(files[row]), reason))
             bar.update(int(block.shape[0]))
+    if counts is not None:
+        counts["upsampled"] = upsampled
     return failures
 
 
@@ -238,3 +251,23 @@ def subset_entry(parent: CacheEntry, rows: np.ndarray, tag: str) -> CacheEntry:
 
     meta = dict(parent.meta, parent=str(parent.directory), subset=tag, skipped=0)
     return write_entry(directory, (rows.size, *parent.images.shape[1:]), parent.labels[rows], fill, meta)
+
+
+def mapped_entry(parent: CacheEntry, fn: Callable[[torch.Tensor], torch.Tensor], out_hw: tuple[int, int], tag: str
+                 ) -> CacheEntry:
+    """Every image of a cached entry through ``fn`` (uint8 (n, 3, H, W) -> (n, 3, *out_hw)) as its own entry (a
+    child folder, built once, in chunks), e.g. the evaluation crop of a split stored larger for training."""
+    directory = parent.directory / "mapped" / tag
+    entry = open_entry(directory)
+    if entry is not None:
+        return entry
+    n = parent.images.shape[0]
+
+    def fill(images: np.ndarray) -> list[Failure]:
+        for start in range(0, n, 256):
+            block = torch.from_numpy(np.array(parent.images[start : start + 256])).permute(0, 3, 1, 2)
+            images[start : start + 256] = fn(block).permute(0, 2, 3, 1).numpy()
+        return []
+
+    meta = dict(parent.meta, parent=str(parent.directory), mapped=tag, skipped=0)
+    return write_entry(directory, (n, *out_hw, parent.images.shape[3]), parent.labels, fill, meta)

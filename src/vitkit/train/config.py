@@ -41,25 +41,32 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    name: str = "digits"  # digits | synthetic | cifar10 | cifar100 | a path to an ImageFolder root
+    name: str = "digits"  # digits | synthetic | cifar10 | cifar100 | an image folder: <root>/<class>/<img>, or
+    # <root>/train/ with val/ (validation) and test/ beside it
     root: str | None = None  # for cifar10/cifar100: the folder holding the python batches
     kwargs: dict[str, Any] = field(default_factory=dict)  # options of the dataset kind, e.g. synthetic num_samples
-    img_size: int | None = None  # None: the dataset's own size; else batches are resized and the model built for it
+    img_size: int | None = None  # the training size; None: the dataset's own size (photos: 224). The model is
+    # built for it; photos are stored with the short side at img_size / crop_pct, CIFAR-sized data at img_size
+    storage_size: int | None = None  # image folders: the side stored in the cache, instead of the rule above
+    augment: Literal["auto", "photo", "small"] = "auto"  # batch pipeline: photo = RandomResizedCrop (scale_min..1)
+    # + flip, and val/test resized + center-cropped by crop_pct; small = pad-crop (crop_padding) + flip on the whole
+    # image; auto = photo for image folders of photos, small for CIFAR-sized images (short side <= 64) and arrays
     batch_size: int = 32  # images per forward pass across all processes; effective batch = this x accum_steps
     eval_batch_size: int | None = None  # None: 2 x batch_size
-    val_fraction: float = 0.1  # carved from train for datasets without a val split
+    val_fraction: float = 0.1  # carved (seeded, stratified) from train for datasets without a val split
     num_workers: int | None = None
     cache_dir: str | None = None
     pipeline: Literal["batch", "per_sample"] = "batch"  # batch: cached uint8 batches + BatchAugment on the device
     # (small images); per_sample: torchvision v2 transforms per image in DataLoader workers (large images)
-    scale_min: float = 0.08  # per_sample: RandomResizedCrop scale range (scale_min, 1)
+    scale_min: float = 0.08  # RandomResizedCrop area range (scale_min, 1): per_sample, and augment=photo
     auto_augment: Literal["randaugment", "trivialaugment", "autoaugment", "autoaugment-cifar10"] | None = None
     randaugment_num_ops: int = 2  # auto_augment=randaugment: operations per image (the N of RandAugment(N, M))
     randaugment_magnitude: int = 9  # auto_augment=randaugment: strength M, 0..30 (torchvision's 31 bins)
     random_erasing: float = 0.0  # per_sample: RandomErasing probability
-    crop_pct: float = 0.875  # per_sample evaluation: resize to size / crop_pct, then centre-crop
+    crop_pct: float = 0.875  # evaluation of photos: resize to size / crop_pct, then centre-crop
     crop_padding: int = 0  # random-crop padding in pixels; 0 = off (on 8x8 digits a 1-pixel shift costs ~6 points)
-    flip: bool = False  # digits are not mirror-symmetric
+    flip: bool | None = None  # horizontal flip; None: by the data (on for photos; off otherwise: digits are not
+    # mirror-symmetric)
     eval_hflip_tta: bool = False  # validation and test: average the logits of each image and its mirror image
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
@@ -92,6 +99,8 @@ class DataConfig:
         for key in ("mixup_alpha", "cutmix_alpha"):
             require(getattr(self, key) >= 0.0, f"data.{key}", "must be >= 0", getattr(self, key))
         for key in ("mix_prob", "switch_prob"):
+        require(self.storage_size is None or self.storage_size >= 1, "data.storage_size", "must be >= 1 or null",
+                 self.storage_size)
             require(0.0 <= getattr(self, key) <= 1.0, f"data.{key}", "must be in [0, 1]", getattr(self, key))
         if self.size_schedule is not None:
             sched = self.size_schedule
@@ -204,8 +213,9 @@ class TrainConfig:
     eval_every: int = 1  # epochs between validations
     seed: int = 0
     deterministic: bool = False  # deterministic kernels: bitwise-reproducible runs and resumes
-    threads: int | None = 1  # torch.set_num_threads; null keeps torch's default. 1 for tiny models: intra-op
-    # threads buy nothing at width 64 and collapse when other processes share the cores (docs/training.md)
+    threads: int | None = None  # torch.set_num_threads; null keeps what torch picks for the machine. 1 for tiny
+    # models on a shared machine: intra-op threads buy nothing at width 64 and collapse when other processes share
+    # the cores (docs/training.md)
     retain_freed_memory: bool = True  # glibc keeps freed blocks for reuse instead of new zeroed pages each step:
     # faster CPU steps (vitkit.utils.allocator; benchmarks/results/cpu_allocator.json)
     distill: DistillConfig = field(default_factory=DistillConfig)  # knowledge distillation; off without a teacher

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from ..data.datasets import split_summary
 from ..data.resolution import ResolutionSchedule, scheduled_batches
 from ..models.contract import VitkitModel
 from ..optim import apply_gradients, build_optimizer, clip_gradients
@@ -97,7 +98,9 @@ def build_datasets(cfg: Config) -> tuple:
     from ..data import build_dataset
 
     common = dict(val_fraction=cfg.data.val_fraction, seed=cfg.train.seed, cache_dir=cfg.data.cache_dir,
-                  num_workers=cfg.data.num_workers)
+                  num_workers=cfg.data.num_workers, img_size=cfg.data.img_size, crop_pct=cfg.data.crop_pct,
+                  augment=cfg.data.augment, storage_size=cfg.data.storage_size,
+                  eval_crop=cfg.data.pipeline == "batch")  # per_sample: the eval transform crops
     kind = {"root": cfg.data.root, **cfg.data.kwargs} if cfg.data.root else dict(cfg.data.kwargs)
     return tuple(build_dataset(cfg.data.name, split, **common, **kind) for split in ("train", "val", "test"))
 
@@ -151,7 +154,7 @@ class Trainer:
 
         # data and model
         self.train_ds, self.val_ds, self.test_ds = build_datasets(cfg)
-        native = tuple(self.train_ds.image_size)
+        native = tuple(self.train_ds.meta.get("train_size") or self.train_ds.image_size)  # photos: stored larger
         self.size = size = (cfg.data.img_size,) * 2 if cfg.data.img_size else native
         self.out_size = None if size == native else size
         torch.manual_seed(tc.seed)  # identical initial weights on every rank
@@ -253,10 +256,16 @@ class Trainer:
         # batch pipeline: crop/flip/normalise/resize + mixing here; per_sample: only the mixing (identity normalisation)
         self.augment = BatchAugment(
             classes, (0.0,) * chans if per_sample else self.mean, (1.0,) * chans if per_sample else self.std,
-            crop_padding=0 if per_sample else cfg.data.crop_padding, flip=cfg.data.flip and not per_sample,
+            crop_padding=0 if per_sample else cfg.data.crop_padding, flip=flip and not per_sample,
             mixup_alpha=cfg.data.mixup_alpha, cutmix_alpha=cfg.data.cutmix_alpha, mix_prob=cfg.data.mix_prob,
             switch_prob=cfg.data.switch_prob, label_smoothing=tc.label_smoothing if mixing else 0.0,
-            out_size=None if per_sample else self.out_size, generator=self.aug_gen,
+        # chosen by the data unless the config says: photos get RandomResizedCrop + flip from the larger stored image,
+        # small (CIFAR-sized) images a pad-crop of the whole image; the flip is on for photos unless data.flip says
+        augment = self.train_ds.meta.get("augment", "small") if cfg.data.augment == "auto" else cfg.data.augment
+        photo = augment == "photo"
+        flip = photo if cfg.data.flip is None else cfg.data.flip
+            out_size=None if per_sample else (self.size if photo else self.out_size), generator=self.aug_gen,
+            crop="resized" if photo and not per_sample else "pad", scale=(cfg.data.scale_min, 1.0),
         )
         self.criterion = nn.CrossEntropyLoss(label_smoothing=0.0 if mixing else tc.label_smoothing)  # soft if mixing
         self.distiller = None
@@ -569,6 +578,7 @@ class Trainer:
 
             self.raw_model.load_state_dict(read_state_dict(best_path))
         interrupted = s.stop_reason == INTERRUPTED
+        summary.update(split_summary(self.train_ds, self.val_ds, self.test_ds))  # which split the test figures are on
         test = {"acc1": None, "acc5": None, "loss": None, "count": 0} if interrupted else \
             self.evaluate(self.raw_model, self.monitor.track(self.test_loader, "test"))
         summary.update({
