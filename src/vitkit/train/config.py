@@ -84,6 +84,8 @@ class DataConfig:
         require(self.eval_batch_size is None or self.eval_batch_size >= 1, "data.eval_batch_size", "must be >= 1",
                  self.eval_batch_size)
         require(self.img_size is None or self.img_size >= 1, "data.img_size", "must be >= 1", self.img_size)
+        require(self.storage_size is None or self.storage_size >= 1, "data.storage_size", "must be >= 1 or null",
+                 self.storage_size)
         require(0.0 <= self.val_fraction < 1.0, "data.val_fraction", "must be in [0, 1)", self.val_fraction)
         require(self.crop_padding >= 0, "data.crop_padding", "must be >= 0", self.crop_padding)
         require(0.0 < self.scale_min <= 1.0, "data.scale_min", "must be in (0, 1]", self.scale_min)
@@ -99,8 +101,6 @@ class DataConfig:
         for key in ("mixup_alpha", "cutmix_alpha"):
             require(getattr(self, key) >= 0.0, f"data.{key}", "must be >= 0", getattr(self, key))
         for key in ("mix_prob", "switch_prob"):
-        require(self.storage_size is None or self.storage_size >= 1, "data.storage_size", "must be >= 1 or null",
-                 self.storage_size)
             require(0.0 <= getattr(self, key) <= 1.0, f"data.{key}", "must be in [0, 1]", getattr(self, key))
         if self.size_schedule is not None:
             sched = self.size_schedule

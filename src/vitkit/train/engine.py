@@ -253,17 +253,17 @@ class Trainer:
         per_sample = cfg.data.pipeline == "per_sample"
         mixing = cfg.data.mixup_alpha > 0 or cfg.data.cutmix_alpha > 0
         self.aug_gen = torch.Generator().manual_seed(tc.seed * 1009 + self.info.rank)
+        # chosen by the data unless the config says: photos get RandomResizedCrop + flip from the larger stored image,
+        # small (CIFAR-sized) images a pad-crop of the whole image; the flip is on for photos unless data.flip says
+        augment = self.train_ds.meta.get("augment", "small") if cfg.data.augment == "auto" else cfg.data.augment
+        photo = augment == "photo"
+        flip = photo if cfg.data.flip is None else cfg.data.flip
         # batch pipeline: crop/flip/normalise/resize + mixing here; per_sample: only the mixing (identity normalisation)
         self.augment = BatchAugment(
             classes, (0.0,) * chans if per_sample else self.mean, (1.0,) * chans if per_sample else self.std,
             crop_padding=0 if per_sample else cfg.data.crop_padding, flip=flip and not per_sample,
             mixup_alpha=cfg.data.mixup_alpha, cutmix_alpha=cfg.data.cutmix_alpha, mix_prob=cfg.data.mix_prob,
             switch_prob=cfg.data.switch_prob, label_smoothing=tc.label_smoothing if mixing else 0.0,
-        # chosen by the data unless the config says: photos get RandomResizedCrop + flip from the larger stored image,
-        # small (CIFAR-sized) images a pad-crop of the whole image; the flip is on for photos unless data.flip says
-        augment = self.train_ds.meta.get("augment", "small") if cfg.data.augment == "auto" else cfg.data.augment
-        photo = augment == "photo"
-        flip = photo if cfg.data.flip is None else cfg.data.flip
             out_size=None if per_sample else (self.size if photo else self.out_size), generator=self.aug_gen,
             crop="resized" if photo and not per_sample else "pad", scale=(cfg.data.scale_min, 1.0),
         )
@@ -571,6 +571,7 @@ class Trainer:
             "epochs": s.epoch, "micro_batch": self.per_rank * info.world_size, "accum_steps": self.accum,
             "processes": info.world_size, "rank": info.rank, "precision": self.precision,
             "stop_reason": s.stop_reason or "finished"}
+        summary.update(split_summary(self.train_ds, self.val_ds, self.test_ds))  # which split the test figures are on
         best_path = self.run_dir / "best.safetensors"
         summary["test_weights"] = "final" if info.strategy == "fsdp" or not best_path.is_file() else "best"
         if summary["test_weights"] == "best":
@@ -578,7 +579,6 @@ class Trainer:
 
             self.raw_model.load_state_dict(read_state_dict(best_path))
         interrupted = s.stop_reason == INTERRUPTED
-        summary.update(split_summary(self.train_ds, self.val_ds, self.test_ds))  # which split the test figures are on
         test = {"acc1": None, "acc5": None, "loss": None, "count": 0} if interrupted else \
             self.evaluate(self.raw_model, self.monitor.track(self.test_loader, "test"))
         summary.update({
