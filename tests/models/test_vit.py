@@ -147,3 +147,19 @@ def test_layer_ids_for_layer_decay():
     assert model.layer_id("pos_embed") == 0
     assert model.layer_id("blocks.2.mlp.fc1.weight") == 3
     assert model.layer_id("head.weight") == model.num_layers - 1 == 4
+
+
+def test_mlp_act_gelu_tanh_is_the_tanh_approximation_and_part_of_the_config():
+    import torch.nn.functional as F
+
+    model = tiny(mlp_act="gelu_tanh").eval()
+    assert model.config["mlp_act"] == "gelu_tanh"
+    mlp = model.blocks[0].mlp
+    h = torch.randn(2, 5, 48) * 3
+    expected = mlp.fc2(F.gelu(mlp.fc1(h), approximate="tanh"))
+    torch.testing.assert_close(mlp(h), expected, rtol=0, atol=0)
+    exact = tiny().eval()  # same seed, same weights: only the activation differs
+    x = torch.randn(2, 3, 32, 32)
+    assert (model(x) - exact(x)).abs().max() > 0
+    with pytest.raises(ValueError, match="MLP activation must be one of"):
+        tiny(mlp_act="relu")

@@ -48,3 +48,22 @@ def test_mismatch_is_an_error_listing_keys_or_a_warning_when_lenient(tmp_path):
     wider = VisionTransformer(**{**TINY, "mlp_ratio": 2.0})
     with pytest.raises(WeightLoadError, match=r"blocks\.0\.mlp\.fc1\.weight: checkpoint \(192, 48\) vs model \(96, 48\)"):
         load_pretrained(wider, path)
+
+
+def test_load_report_records_the_adaptations_and_describes_them_in_one_paragraph(tmp_path):
+    path = vitkit.save_checkpoint(tiny(), tmp_path / "src.safetensors")
+    model = VisionTransformer(**{**TINY, "num_classes": 2, "img_size": 16})
+    report = load_pretrained(model, path)
+    assert report.head_replaced == (5, 2) and report.pos_embed_resampled == ((4, 4), (2, 2))
+    assert report.source == str(path) and report.fmt == "vitkit" and report.converted == 0
+    assert report.loaded == len(model.state_dict()) - 2  # all but the new head's weight and bias
+    text = report.describe()
+    assert "\n" not in text
+    for phrase in (str(path), "5-class classifier", "new 2-class head", "4x4 to a 2x2", "Every other tensor matched",
+                   "License: not stated"):
+        assert phrase in text, text
+    features = VisionTransformer(**{**TINY, "num_classes": 0})
+    assert "Head dropped" in load_pretrained(features, path).describe()
+    with pytest.warns(UserWarning):
+        lenient = load_pretrained(VisionTransformer(**{**TINY, "depth": 3}), path, strict=False)
+    assert "Not loaded (missing from checkpoint (12): blocks.2." in lenient.describe()

@@ -270,7 +270,8 @@ def _hf_config(model: nn.Module, spec: InferenceSpec):
     dim = cfg["embed_dim"]
     return ViTConfig(
         hidden_size=dim, num_hidden_layers=cfg["depth"], num_attention_heads=cfg["num_heads"],
-        intermediate_size=model.blocks[0].mlp.fc1.out_features, hidden_act="gelu", hidden_dropout_prob=0.0,
+        intermediate_size=model.blocks[0].mlp.fc1.out_features, hidden_dropout_prob=0.0,
+        hidden_act={"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh"}[cfg.get("mlp_act", "gelu")],  # .npz: tanh
         attention_probs_dropout_prob=0.0, layer_norm_eps=cfg.get("norm_eps", 1e-6),
         image_size=list(cfg["img_size"]) if cfg["img_size"][0] != cfg["img_size"][1] else cfg["img_size"][0],
         patch_size=cfg["patch_size"], num_channels=cfg["in_chans"], qkv_bias=cfg.get("qkv_bias", True),

@@ -342,18 +342,27 @@ class DropPath(nn.Module):
         return f"drop_prob={self.drop_prob:.3f}"
 
 
+# The MLP's activation by name. PyTorch's and timm's ViTs use the exact GELU; Google's Flax ViTs (the .npz
+# checkpoints) use ``flax.linen.gelu``, whose default is the tanh approximation: a model must compute the function
+# its weights were trained with, so the name is part of the model's config.
+MLP_ACTIVATIONS = {"gelu": "none", "gelu_tanh": "tanh"}  # name -> nn.GELU's ``approximate``
+
+
 class Mlp(nn.Module):
     """fc1 -> GELU -> fc2. ``dwconv=True`` puts a 3x3 depthwise convolution over the patch grid between fc1 and the
     GELU (SegFormer's Mix-FFN): a locality prior for tiny data or short schedules at a few percent of the MLP's
-    FLOPs; prefix tokens (class, registers) skip it. The grid must then be passed to forward."""
+    FLOPs; prefix tokens (class, registers) skip it. The grid must then be passed to forward.
+    ``act``: 'gelu' (exact) or 'gelu_tanh' (the tanh approximation of Flax's ``nn.gelu``), see MLP_ACTIVATIONS."""
 
     def __init__(self, in_features: int, hidden_features: int, drop: float = 0.0, bias: bool = True,
-                 dwconv: bool = False):
+                 dwconv: bool = False, act: str = "gelu"):
         super().__init__()
+        if act not in MLP_ACTIVATIONS:
+            raise ValueError(f"MLP activation must be one of {tuple(MLP_ACTIVATIONS)}, got {act!r}")
         self.fc1 = nn.Linear(in_features, hidden_features, bias=bias)
         self.dwconv = (nn.Conv2d(hidden_features, hidden_features, 3, padding=1, groups=hidden_features)
                        if dwconv else None)
-        self.act = nn.GELU()
+        self.act = nn.GELU(approximate=MLP_ACTIVATIONS[act])
         self.drop1 = nn.Dropout(drop)
         self.fc2 = nn.Linear(hidden_features, in_features, bias=bias)
         self.drop2 = nn.Dropout(drop)
@@ -395,6 +404,7 @@ class Block(nn.Module):
         window_size: int = 7,
         rope: bool = False,
         mlp_dwconv: bool = False,
+        mlp_act: str = "gelu",
     ):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
@@ -405,7 +415,7 @@ class Block(nn.Module):
         self.ls1 = LayerScale(dim, init_values) if init_values is not None else nn.Identity()
         self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=proj_drop, dwconv=mlp_dwconv)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=proj_drop, dwconv=mlp_dwconv, act=mlp_act)
         self.ls2 = LayerScale(dim, init_values) if init_values is not None else nn.Identity()
         self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 

@@ -66,6 +66,7 @@ class VisionTransformer(VitkitModel):
         global_blocks: Sequence[int] = (),
         rope: bool = False,
         mlp_dwconv: bool = False,
+        mlp_act: str = "gelu",
     ):
         """
         Args not obvious from their names:
@@ -82,6 +83,8 @@ class VisionTransformer(VitkitModel):
             rope: 2D rotary position embedding in every block's attention (relative positions; combine with
                 pos_embed='none' for a purely relative model).
             mlp_dwconv: a 3x3 depthwise convolution over the patch grid inside every MLP (Mix-FFN, SegFormer).
+            mlp_act: the MLP's GELU, 'gelu' (exact: PyTorch, timm, Hugging Face) or 'gelu_tanh' (the tanh
+                approximation Flax's nn.gelu computes: Google's .npz checkpoints are imported with it).
         """
         super().__init__()
         self.config: dict[str, Any] = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
@@ -140,7 +143,7 @@ class VisionTransformer(VitkitModel):
                 Block(
                     embed_dim, num_heads, mlp_ratio, qkv_bias, qk_norm, proj_drop_rate, attn_drop_rate,
                     init_values, dpr[i], norm_eps, "softmax" if i in global_blocks else attention, window_size, rope,
-                    mlp_dwconv,
+                    mlp_dwconv, mlp_act,
                 )
                 for i in range(depth)
             ]

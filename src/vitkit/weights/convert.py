@@ -36,16 +36,29 @@ class WeightLoadError(RuntimeError):
 
 @dataclass
 class LoadReport:
+    """What a weight load did: where the tensors came from, what was adapted on purpose, what did not fit.
+
+    ``describe()`` is the paragraph a command prints after a fine-tuning load; ``key_problems()`` lists only what
+    did not fit (the text of a strict load's error).
+    """
+
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     mismatched: list[str] = field(default_factory=list)  # "key: checkpoint (shape) vs model (shape)"
-    adapted: list[str] = field(default_factory=list)  # what was resampled or re-initialised on purpose
+    adapted: list[str] = field(default_factory=list)  # what was resampled or re-initialised on purpose, one per key
+    source: str = ""  # the file, or the hub repo, revision and file the weights came from
+    fmt: str = ""  # vitkit, timm, hf or npz
+    converted: int = 0  # tensors renamed (or fused, transposed) from the foreign format's names to vitkit's
+    loaded: int = 0  # tensors copied into the model
+    head_replaced: tuple[int, int] | None = None  # (checkpoint classes, model classes); model 0: head dropped
+    pos_embed_resampled: tuple[tuple[int, int], tuple[int, int]] | None = None  # (checkpoint grid, model grid)
+    license: str | None = None  # as the source's own config or model card states it; None: not stated
 
     @property
     def clean(self) -> bool:
         return not (self.missing or self.unexpected or self.mismatched)
 
-    def describe(self) -> str:
+    def key_problems(self) -> str:
         parts = []
         for title, items in (
             ("missing from checkpoint", self.missing),
@@ -56,6 +69,31 @@ class LoadReport:
             if items:
                 parts.append(f"{title} ({len(items)}): " + ", ".join(items))
         return "; ".join(parts) if parts else "all keys matched"
+
+    def describe(self) -> str:
+        """One paragraph: source and format, keys renamed, head replaced, position embedding resampled, what did not
+        fit, license."""
+        origin = f"from {self.source}" if self.source else "from the checkpoint"
+        fmt = f" ({self.fmt} format)" if self.fmt else ""
+        sentences = [f"Loaded {self.loaded} tensors {origin}{fmt}."]
+        if self.converted:
+            sentences.append(f"{self.converted} keys were adapted from {self.fmt or 'the foreign'} names to vitkit's.")
+        if self.head_replaced is not None:
+            old, new = self.head_replaced
+            sentences.append(
+                f"Head replaced: the checkpoint's {old}-class classifier was dropped and a new {new}-class head "
+                "initialised (it trains from scratch)." if new else
+                f"Head dropped: the checkpoint's {old}-class classifier is not used (the model has no head)."
+            )
+        if self.pos_embed_resampled is not None:
+            (oh, ow), (nh, nw) = self.pos_embed_resampled
+            sentences.append(f"Position embedding resampled from a {oh}x{ow} to a {nh}x{nw} patch grid (bicubic).")
+        if self.clean:
+            sentences.append("Every other tensor matched the model.")
+        else:
+            sentences.append(f"Not loaded ({self.key_problems()}).")
+        sentences.append(f"License: {self.license}." if self.license else "License: not stated by the source.")
+        return " ".join(sentences)
 
 
 def apply_rules(state: dict[str, torch.Tensor], rules: Iterable[Rule]) -> tuple[dict[str, torch.Tensor], list[str]]:
@@ -100,7 +138,7 @@ def load_into_model(
     strict=True raises WeightLoadError on any missing, unexpected or mismatched key; strict=False warns and loads
     whatever fits. A head of another class count is always replaced (a fine-tuning load), and reported as adapted.
     """
-    report = LoadReport()
+    report = LoadReport(source=source)
     own = model.state_dict()
     state = dict(state)
 
@@ -109,9 +147,11 @@ def load_into_model(
 
     head_keys = [k for k in state if k.startswith(HEAD_PREFIXES)]
     if any(k in own and state[k].shape != own[k].shape for k in head_keys):
+        report.head_replaced = (_classes(state, head_keys), _classes(own, head_keys))
         for k in head_keys:
             report.adapted.append(f"{k}: checkpoint {tuple(state.pop(k).shape)} replaced by a new head {tuple(own[k].shape)}")
     elif head_keys and not any(k in own for k in head_keys):  # num_classes=0 model: features only
+        report.head_replaced = (_classes(state, head_keys), 0)
         for k in head_keys:
             state.pop(k)
             report.adapted.append(f"{k}: dropped (model has no classifier head)")
@@ -127,8 +167,9 @@ def load_into_model(
     new_head = {k.split(": ")[0] for k in report.adapted if k.startswith(HEAD_PREFIXES)}
     report.missing = [k for k in own if k not in state and k not in new_head]
 
+    report.loaded = len(loadable)
     if not report.clean:
-        msg = f"{source} does not fit {type(model).__name__}: {report.describe()}"
+        msg = f"{source} does not fit {type(model).__name__}: {report.key_problems()}"
         if strict:
             raise WeightLoadError(msg + " (pass strict=False to load the matching keys only)")
         warnings.warn(msg, stacklevel=2)
@@ -149,4 +190,13 @@ def _resample_for(model: nn.Module, ckpt: torch.Tensor, target: torch.Tensor, re
         return ckpt
     resampled = resample_pos_embed(ckpt, grid, (side, side), num_prefix_tokens=prefix)
     report.adapted.append(f"pos_embed: resampled {side}x{side} -> {grid[0]}x{grid[1]} grid (bicubic)")
+    report.pos_embed_resampled = ((side, side), (grid[0], grid[1]))
     return resampled
+
+
+def _classes(state: dict[str, torch.Tensor], head_keys: list[str]) -> int:
+    """The class count of a classifier: the output rows of its first weight matrix (a head may also hold norms)."""
+    for key in head_keys:
+        if key in state and key.endswith("weight") and state[key].ndim == 2:
+            return int(state[key].shape[0])
+    return 0

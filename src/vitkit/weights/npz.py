@@ -4,6 +4,8 @@ Both layouts are read: the original (``MultiHeadDotProductAttention_1``, ``Layer
 ``Transformer/posembed_input/pos_embedding``) and big_vision's (``..._0``, ``LayerNorm_1``, ``MlpBlock_0``,
 ``pos_embedding`` at the root, optionally with all blocks stacked under ``Transformer/encoderblock``).
 ``save_npz`` writes the original layout, which Google's code and timm's ``_load_weights`` read.
+Google's ViTs are Flax models whose MLP calls ``flax.linen.gelu``, the tanh approximation of GELU, so an imported
+.npz model is built with ``mlp_act='gelu_tanh'`` (stored in its config: it survives save, load and export).
 """
 
 from __future__ import annotations
@@ -132,11 +134,16 @@ def vit_kwargs_from_npz(state: dict[str, torch.Tensor], img_size: int | None = N
         fc_norm=False,
         pos_embed="learned" if pos_key else "sincos2d",
         norm_eps=1e-6,
+        mlp_act="gelu_tanh",  # flax.linen.gelu, which Google's MlpBlock calls, is the tanh approximation by default
     )
 
 
 def save_npz(model: nn.Module, path: str | Path) -> None:
-    """Write a vitkit ViT in the original vision_transformer .npz layout (kernels in Flax's (in, out) order)."""
+    """Write a vitkit ViT in the original vision_transformer .npz layout (kernels in Flax's (in, out) order).
+
+    Google's code runs the file with Flax's tanh-approximate GELU; a model built with ``mlp_act='gelu_tanh'`` (as
+    imported .npz files are) computes the same function, an exact-GELU model a slightly different one.
+    """
     sd = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
     if "fc_norm.weight" in sd:
         raise ValueError("the .npz layout has its final norm before pooling; this model normalises after (fc_norm)")

@@ -150,16 +150,19 @@ def run_hf_case(tmp: Path, size: str = "tiny", depth: int = 2, seed: int = 0) ->
 
 
 def run_npz_case(tmp: Path, seed: int = 0) -> dict[str, float]:
-    """Write an .npz in Google's layout; load it with timm's own npz loader and with vitkit's; compare all three."""
+    """Write an .npz in Google's layout; load it with timm's own npz loader and with vitkit's; compare all three.
+
+    Google's models compute the tanh-approximate GELU, so the source and timm's model are built with it too.
+    """
     import timm
 
     common = dict(img_size=32, patch_size=8, embed_dim=192, depth=2, num_heads=3, num_classes=10)
     torch.manual_seed(seed)
-    source = VisionTransformer(**common).eval()
+    source = VisionTransformer(**common, mlp_act="gelu_tanh").eval()
     randomize_weights(source, seed)
     path = tmp / "google_layout.npz"
     save_npz(source, path)
-    peer = timm.models.vision_transformer.VisionTransformer(**common).eval()
+    peer = timm.models.vision_transformer.VisionTransformer(**common, act_layer="gelu_tanh").eval()
     timm.models.vision_transformer._load_weights(peer, str(path))
     ours = model_from_pretrained(path).eval()
     x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(seed + 1))
