@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -49,22 +50,35 @@ def _multipart(field: str, filename: str | None, payload: bytes, mime: str = "im
     return body, f"multipart/form-data; boundary={boundary}"
 
 
+@dataclass(frozen=True)
+class Served:
+    base: str
+    log: Path
+    body_timeout_s: float
+
+
+BODY_TIMEOUT_S = 2.0
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    ckpt = save_tiny_checkpoint(tmp_path_factory.mktemp("serve") / "tiny.safetensors")
+def served(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("serve")
+    ckpt = save_tiny_checkpoint(folder / "tiny.safetensors")
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     cmd = [
         sys.executable, "-m", "vitkit", "serve", str(ckpt), "--port", str(port),
         "--max-batch", "8", "--max-wait-ms", "300", "--max-bytes", "200000", "--max-pixels", "250000",
-        "--topk", "3", "--log-level", "warning",
+        "--topk", "3", "--body-timeout", str(BODY_TIMEOUT_S), "--log-level", "info",
     ]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    log = folder / "server.log"
+    with open(log, "wb") as sink:
+        proc = subprocess.Popen(cmd, env=env, stdout=sink, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited early: {proc.stdout.read().decode()}")
+            raise RuntimeError(f"server exited early: {log.read_text()}")
         try:
             if _request(base + "/healthz")[0] == 200:
                 break
@@ -73,12 +87,17 @@ def server(tmp_path_factory):
     else:
         proc.kill()
         raise RuntimeError("server did not come up within 90 s")
-    yield base
+    yield Served(base, log, BODY_TIMEOUT_S)
     proc.terminate()
     try:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+@pytest.fixture(scope="module")
+def server(served):
+    return served.base
 
 
 def test_healthz(server):
@@ -147,8 +166,6 @@ def test_bad_multipart_and_params(server):
     assert status == 400 and "no file part" in json.loads(body)["error"]
     status, _, body = _request(server + "/predict", b"--nope\r\n", "multipart/form-data; boundary=abc")
     assert 400 <= status < 500 and "error" in json.loads(body)
-    status, _, body = _request(server + "/predict?topk=0", image_bytes(), "image/png")
-    assert status == 400 and "topk" in json.loads(body)["error"]
     status, _, body = _request(server + "/predict", method="GET")
     assert status == 405 and "error" in json.loads(body)
 
@@ -161,3 +178,80 @@ def test_metrics_prometheus_format(server):
     assert re.search(r'vitkit_requests_total\{code="200",path="/predict"\} [1-9]', text)  # labels sorted by name
     assert "code=\"500\"" not in text  # no bad request above turned into a server error
     assert _request(server + "/healthz")[0] == 200  # and the server is still alive
+
+
+def _predict_count(server: str, code: int) -> int:
+    text = _request(server + "/metrics")[2].decode()
+    found = re.search(rf'vitkit_requests_total\{{code="{code}",path="/predict"\}} (\S+)', text)
+    return int(float(found.group(1))) if found else 0
+
+
+@pytest.mark.parametrize("query", ["topk=0", "topk=%C2%B2", "topk=11", "topk=-1", "topk=abc", "topk=", "topk=1e3"],
+                         ids=["zero", "superscript-two", "above-classes", "negative", "word", "empty", "float"])
+def test_bad_query_parameter_is_422_and_counted(server, query):
+    before = _predict_count(server, 422)
+    status, ctype, body = _request(f"{server}/predict?{query}", image_bytes(), "image/png")
+    assert status == 422, body
+    assert ctype.startswith("application/json") and "query parameter topk" in json.loads(body)["error"]
+    assert _predict_count(server, 422) == before + 1
+
+
+def _raw_exchange(base: str, head: str, body: bytes, read_timeout: float) -> tuple[bytes, float, bool]:
+    """Send ``head`` + ``body`` on a fresh socket and read until the server closes it or ``read_timeout`` passes:
+    (everything received, seconds until the first byte, whether the server closed the connection)."""
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=read_timeout) as sock:
+        sock.sendall(head.encode() + body)
+        t0, received, first, closed = time.monotonic(), b"", None, False
+        try:
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    closed = True
+                    break
+                first = first if first is not None else time.monotonic() - t0
+                received += chunk
+        except TimeoutError:
+            pass
+    return received, first if first is not None else float("inf"), closed
+
+
+def test_stalled_upload_gets_408_within_the_body_timeout_and_the_connection_closes(served):
+    head = ("POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+            "Content-Length: 1000\r\n\r\n")
+    received, first_byte_s, closed = _raw_exchange(served.base, head, b"\x89PNG\r\n\x1a\n", 3 * served.body_timeout_s)
+    assert received.startswith(b"HTTP/1.1 408"), received
+    assert b"not received within" in received
+    assert served.body_timeout_s - 0.5 <= first_byte_s <= served.body_timeout_s + 2
+    assert closed  # the connection is not left open for the rest of a body that never comes
+
+
+def test_client_that_disconnects_mid_body_is_one_info_line(served):
+    marker = f"/predict?probe={uuid.uuid4().hex}"
+    host, port = served.base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(f"POST {marker} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+                     "Content-Length: 5000\r\n\r\n".encode() + b"\x89PNG\r\n")
+        time.sleep(0.3)
+    deadline = time.time() + 10
+    while time.time() < deadline and "disconnected before its request body" not in served.log.read_text():
+        time.sleep(0.1)
+    text = served.log.read_text()
+    assert "disconnected before its request body arrived; POST /predict dropped" in text
+    assert "Traceback" not in text and "ERROR" not in text and "ClientDisconnect" not in text
+    assert _request(served.base + "/healthz")[0] == 200
+
+
+def test_serve_flags_set_the_service_limits_and_others_keep_its_defaults():
+    import argparse
+
+    from vitkit.cli import infer as cli_infer
+    from vitkit.infer.serve import ServeConfig
+
+    parser = argparse.ArgumentParser()
+    cli_infer.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["serve", "model.safetensors", "--body-timeout", "2.5", "--large-decodes", "3"])
+    given = {name: getattr(args, name) for name in cli_infer.SERVE_LIMITS if getattr(args, name) is not None}
+    assert given == {"body_timeout_s": 2.5, "large_decodes": 3}
+    config = ServeConfig(**given)
+    assert (config.body_timeout_s, config.large_decode_threads, config.max_pixels) == (2.5, 3, 25_000_000)

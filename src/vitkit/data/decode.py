@@ -4,7 +4,8 @@ Width x height is checked before any pixel is allocated, so decompression bombs 
 the machine out of memory: baseline and grayscale JPEGs by reading their SOF header (see :func:`jpeg_header`), then
 decoded in batches by ``torchvision.io.decode_jpeg`` (libjpeg-turbo, the fast path); everything else
 (PNG, WebP, BMP, palette, CMYK, 16-bit, JPEGs libjpeg-turbo rejects) through PIL, whose ``Image.open`` checks the
-size against the limit and whose ``convert("RGB")`` handles the modes.
+size against the limit and whose ``convert("RGB")`` handles the modes. A caller that only needs a small image
+(``min_size``) gets large JPEGs decoded at reduced size by the JPEG decoder itself.
 """
 
 from __future__ import annotations
@@ -135,29 +136,83 @@ def _libjpeg(data: torch.Tensor | list[torch.Tensor]) -> torch.Tensor | list[tor
         return decode_jpeg(data, mode=ImageReadMode.RGB)
 
 
-def _fast_jpeg(data: bytes, path: str | os.PathLike, max_pixels: int) -> bool:
-    """Whether ``data`` can go to libjpeg-turbo directly (size already checked against the limit)."""
+def _fast_jpeg_header(data: bytes, path: str | os.PathLike, max_pixels: int) -> tuple[int, int, int] | None:
+    """The JPEG header if ``data`` can go to libjpeg-turbo directly (size already checked against the limit)."""
     header = jpeg_header(data) if decode_jpeg is not None else None
     if header is None or header[2] not in (1, 3):  # not found, or CMYK/YCCK: PIL decides
-        return False
+        return None
     _check_pixels(header[0], header[1], path, max_pixels)
-    return True
+    return header
 
 
-def _decode_pil(data: bytes, path: str | os.PathLike, max_pixels: int) -> torch.Tensor:
-    return _pil_to_rgb(_open_checked(data, path, max_pixels), path)
+def _fast_jpeg(data: bytes, path: str | os.PathLike, max_pixels: int) -> bool:
+    """Whether ``data`` can go to libjpeg-turbo directly (size already checked against the limit)."""
+    return _fast_jpeg_header(data, path, max_pixels) is not None
 
 
-def decode_rgb(data: bytes, path: str | os.PathLike = "<bytes>", max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
-    """Encoded bytes -> uint8 tensor (3, H, W). Raises :class:`BadImageError` for anything unsafe or broken."""
+def jpeg_draft_scale(width: int, height: int, min_size: Sequence[int] | None) -> int:
+    """The DCT scaling denominator (1, 2, 4 or 8) a JPEG of ``width`` x ``height`` can be decoded at while both
+    sides stay at least ``min_size`` = (H, W) -- the rule PIL's ``JpegImageFile.draft`` applies."""
+    if min_size is None:
+        return 1
+    need_h, need_w = max(1, int(min_size[0])), max(1, int(min_size[1]))
+    fits = min(width // need_w, height // need_h)
+    return next((s for s in (8, 4, 2) if fits >= s), 1)
+
+
+def _decode_pil(
+    data: bytes, path: str | os.PathLike, max_pixels: int, min_size: Sequence[int] | None = None,
+) -> torch.Tensor:
+    image = _open_checked(data, path, max_pixels)
+    if min_size is not None:
+        # Only JPEG implements draft (decoding at 1/2, 1/4 or 1/8 in the DCT); for other formats it is a no-op.
+        image.draft(None, (max(1, int(min_size[1])), max(1, int(min_size[0]))))
+    return _pil_to_rgb(image, path)
+
+
+def decoded_size(
+    data: bytes, path: str | os.PathLike = "<bytes>", max_pixels: int = DEFAULT_MAX_PIXELS,
+    min_size: Sequence[int] | None = None,
+) -> tuple[int, int]:
+    """(width, height) that ``decode_rgb(data, path, max_pixels, min_size)`` returns, from the header alone.
+
+    Lets a caller judge what a decode will cost before it allocates any pixel. Raises :class:`BadImageError`
+    where :func:`decode_rgb` refuses from the header (too many pixels, not an image); broken pixel data is only
+    found by decoding.
+    """
     if not data:
         raise BadImageError(path, "empty file")
-    if _fast_jpeg(data, path, max_pixels):
+    header = _fast_jpeg_header(data, path, max_pixels)
+    if header is not None:
+        scale = jpeg_draft_scale(header[0], header[1], min_size)
+        return -(-header[0] // scale), -(-header[1] // scale)
+    image = _open_checked(data, path, max_pixels)
+    if min_size is not None:
+        image.draft(None, (max(1, int(min_size[1])), max(1, int(min_size[0]))))
+    return image.size
+
+
+def decode_rgb(
+    data: bytes, path: str | os.PathLike = "<bytes>", max_pixels: int = DEFAULT_MAX_PIXELS,
+    min_size: Sequence[int] | None = None,
+) -> torch.Tensor:
+    """Encoded bytes -> uint8 tensor (3, H, W). Raises :class:`BadImageError` for anything unsafe or broken.
+
+    ``max_pixels`` limits the image's own width x height, read from its header. ``min_size`` = (H, W), for a
+    caller that resizes the image down anyway (a model's eval transform): a JPEG at least twice that size on both
+    sides is decoded at 1/2, 1/4 or 1/8 of its size by the JPEG decoder itself (PIL's ``Image.draft``), every side
+    still at least ``min_size``'s, in a fraction of the time and memory of a full decode; the pixels differ
+    slightly from a full decode followed by a resize. Other formats have no reduced decode and are decoded whole.
+    """
+    if not data:
+        raise BadImageError(path, "empty file")
+    header = _fast_jpeg_header(data, path, max_pixels)
+    if header is not None and jpeg_draft_scale(header[0], header[1], min_size) == 1:
         try:
             return _libjpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8))
         except RuntimeError:
             pass  # let PIL have the final word (and give the error message) on JPEGs libjpeg-turbo rejects
-    return _decode_pil(data, path, max_pixels)
+    return _decode_pil(data, path, max_pixels, min_size)
 
 
 def read_bytes(path: str | os.PathLike) -> bytes:
