@@ -1,5 +1,7 @@
 """Per-sample torchvision v2 pipelines for the loader's per-sample path (large images, heavy augmentation).
 
+The evaluation pipeline is the model's :class:`~vitkit.data.preprocess.Preprocessing`, defined there.
+
 Input is what :class:`ArrayDataset` yields, a uint8 (C, H, W) tensor (PIL images work too); output is a float32,
 normalised (C, size, size) tensor, so the loader can collate it as the final batch.
 """
@@ -10,6 +12,9 @@ from collections.abc import Sequence
 
 import torch
 from torchvision.transforms import v2
+
+from .preprocess import Preprocessing, PreprocessTransform
+from .preprocess import eval_resize_size as eval_resize_size  # where callers have long found it
 
 AUTO_AUGMENT = ("randaugment", "trivialaugment", "autoaugment", "autoaugment-cifar10")
 _INTERPOLATION = {
@@ -86,14 +91,6 @@ def build_train_transform(
     return v2.Compose(steps)
 
 
-def eval_resize_size(image_size: int | Sequence[int], crop_pct: float) -> tuple[int, int]:
-    """The size resized to before the center crop: ``image_size / crop_pct`` (e.g. 224 / 0.875 = 256)."""
-    if not 0.0 < crop_pct <= 1.0:
-        raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct}")
-    h, w = _pair(image_size)
-    return int(h / crop_pct), int(w / crop_pct)
-
-
 def build_eval_transform(
     image_size: int | Sequence[int],
     *,
@@ -101,15 +98,11 @@ def build_eval_transform(
     std: Sequence[float],
     crop_pct: float = 0.875,
     interpolation: str = "bicubic",
-) -> v2.Compose:
-    """Evaluation pipeline: resize to ``image_size / crop_pct`` then center-crop ``image_size``, normalise."""
-    size = _pair(image_size)
-    resize = eval_resize_size(size, crop_pct)
-    resize_arg: int | tuple[int, int] = resize[0] if size[0] == size[1] else resize  # int = short side
-    return v2.Compose([
-        v2.ToImage(),
-        v2.Resize(resize_arg, interpolation=_interpolation(interpolation), antialias=True),
-        v2.CenterCrop(size),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(list(mean), list(std)),
-    ])
+) -> PreprocessTransform:
+    """Evaluation pipeline: resize to ``image_size / crop_pct`` then center-crop ``image_size``, normalise.
+
+    The :class:`~vitkit.data.preprocess.Preprocessing` transform, the one definition evaluation and inference share.
+    """
+    channels = len(tuple(mean))
+    return Preprocessing(_pair(image_size), tuple(mean), tuple(std), crop_pct=crop_pct, interpolation=interpolation,
+                         in_chans=channels).transform()

@@ -30,6 +30,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from ..data.preprocess import Preprocessing
 from ..models.contract import VitkitModel
 from ..runtime import unwrap_model
 from ..utils.fileio import atomic_path
@@ -80,7 +81,8 @@ class ExportReport:
 class OnnxModel:
     """An ONNX file behind onnxruntime, called like a module: float tensor (B, C, H, W) in, logits tensor out.
 
-    ``threads`` defaults to torch's intra-op thread count, so one knob (torch.set_num_threads) governs both
+    A vitkit export carries its preprocessing and class names in the model metadata (:attr:`preprocessing`,
+    :attr:`class_names`), so the file alone turns images into labels. ``threads`` defaults to torch's intra-op thread count, so one knob (torch.set_num_threads) governs both
     runtimes and comparisons between them use the same number of cores.
     """
 
@@ -101,6 +103,21 @@ class OnnxModel:
         x = x.detach().to("cpu", torch.float32).contiguous().numpy()
         return torch.from_numpy(self.session.run(None, {self.input_name: x})[0])
 
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """The preprocessing stored by ``export_model`` (metadata ``vitkit.preprocessing``)."""
+        raw = self.metadata.get("vitkit.preprocessing")
+        if raw is None:
+            raise ValueError(f"{self.path} has no vitkit.preprocessing metadata (not exported by vitkit)")
+        return Preprocessing.from_dict(json.loads(raw))
+
+    @property
+    def class_names(self) -> list[str]:
+        raw = self.metadata.get("vitkit.class_names")
+        if raw is None:
+            raise ValueError(f"{self.path} has no vitkit.class_names metadata (not exported by vitkit)")
+        return list(json.loads(raw))
+
 
 # --- the export entry point -----------------------------------------------------------------------------------------
 
@@ -117,7 +134,11 @@ def export_model(
     seed: int = 0,
 ) -> ExportReport:
     """Export ``model`` (fp32, CPU) to ``out`` in ``fmt`` and verify it; ``check_inputs`` is a batch of real images,
-    already preprocessed by the model's own eval transform."""
+    already preprocessed by the model's own preprocessing.
+
+    Every format carries the model's :class:`~vitkit.data.preprocess.Preprocessing` and class names: ONNX in its
+    metadata (``vitkit.preprocessing``, ``vitkit.class_names``), TorchScript in ``vitkit.json``, safetensors in the
+    checkpoint metadata, Hugging Face as ``preprocessor_config.json`` (checked to reproduce it) and ``id2label``."""
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; expected one of {EXPORT_FORMATS}")
     model = unwrap_model(model).eval().to("cpu", torch.float32)
@@ -141,7 +162,9 @@ def export_model(
                 runner = torch.jit.load(str(tmp), map_location="cpu")
         else:  # safetensors: vitkit's own checkpoint, which any safetensors reader can open
             meta = getattr(model, "checkpoint_meta", None) or {}
-            weights_io.save_checkpoint(model, tmp, metadata=meta.get("extra") or {"class_names": list(spec.class_names)})
+            extra = {**(meta.get("extra") or {"class_names": list(spec.class_names)}),
+                     "preprocessing": spec.preprocessing.to_dict()}
+            weights_io.save_checkpoint(model, tmp, metadata=extra)
             runner = weights_io.load_checkpoint(tmp).eval()
         report.checks = _compare(model, runner, inputs)
         _raise_if_off(report)
@@ -206,9 +229,11 @@ def _raise_if_off(report: ExportReport) -> None:
 
 
 def _spec_metadata(spec: InferenceSpec) -> dict[str, Any]:
+    """``preprocessing`` is the whole record; the flat keys beside it are kept for readers that predate it."""
     return {
-        "class_names": list(spec.class_names), "mean": list(spec.mean), "std": list(spec.std),
-        "img_size": list(spec.img_size), "in_chans": spec.in_chans, "crop_pct": spec.crop_pct,
+        "class_names": list(spec.class_names), "preprocessing": spec.preprocessing.to_dict(),
+        "mean": list(spec.mean), "std": list(spec.std), "img_size": list(spec.img_size), "in_chans": spec.in_chans,
+        "crop_pct": spec.crop_pct,
     }
 
 
@@ -279,21 +304,65 @@ def _hf_config(model: nn.Module, spec: InferenceSpec):
     )
 
 
+#: PIL's resampling codes, which transformers' image-processor configs store (``resample``)
+PIL_RESAMPLE = {"nearest": 0, "bilinear": 2, "bicubic": 3}
+#: how far (in 0..255 pixel levels) the exported image processor may stray from vitkit's preprocessing
+PROCESSOR_TOLERANCE_LEVELS = 4.0
+
+
+def hf_image_processor_config(preprocessing: Preprocessing) -> dict[str, Any]:
+    """Arguments of transformers' ``BitImageProcessor`` that reproduce ``preprocessing``.
+
+    BitImageProcessor is the processor that resizes the shorter side (``size={"shortest_edge": S}``, the longer
+    side rounded down), then center-crops (``crop_size``, offset rounded down) -- vitkit's ``shorter_side`` mode;
+    ``squash`` is ``size={"height", "width"}``. ViTImageProcessor cannot crop, and ConvNext's ``crop_pct`` only
+    covers square inputs below 384 px.
+    """
+    p = preprocessing
+    rh, rw = p.resize_size
+    size = {"shortest_edge": max(rh, rw)} if p.resize_mode == "shorter_side" else {"height": rh, "width": rw}
+    return {
+        "do_resize": True, "size": size, "resample": PIL_RESAMPLE[p.interpolation], "do_center_crop": True,
+        "crop_size": {"height": p.img_size[0], "width": p.img_size[1]}, "do_rescale": True,
+        "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": list(p.mean), "image_std": list(p.std),
+        "do_convert_rgb": True,
+    }
+
+
+def _processor_levels_off(processor, preprocessing: Preprocessing, seed: int) -> float:
+    """Max difference, in pixel levels, between the exported image processor and vitkit's preprocessing on random
+    images of odd sizes, given as PIL images as the image-classification pipeline gives them."""
+    import numpy as np
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(seed)
+    h, w = preprocessing.img_size
+    worst = 0.0
+    std = torch.tensor(preprocessing.std).view(-1, 1, 1)
+    for size in ((2 * h + 13, 3 * w + 7), (h + 5, w + 30), (3 * h + 1, 2 * w)):
+        image = torch.randint(0, 256, (3, *size), dtype=torch.uint8, generator=g)
+        expected = preprocessing(image)
+        pil = Image.fromarray(np.ascontiguousarray(image.permute(1, 2, 0).numpy()))
+        got = processor(images=pil, return_tensors="pt")["pixel_values"][0]
+        if tuple(got.shape) != tuple(expected.shape):
+            return float("inf")
+        worst = max(worst, float(((got - expected).abs() * std * 255).max()))
+    return worst
+
+
 def _export_hf(model: nn.Module, spec: InferenceSpec, out: Path, inputs: dict[str, torch.Tensor], atol: float) -> ExportReport:
-    from transformers import ViTForImageClassification, ViTImageProcessor
+    from transformers import AutoImageProcessor, BitImageProcessor, ViTForImageClassification
 
     _check_hf_compatible(model)
-    report = ExportReport("hf", out, atol, details={"class": "ViTForImageClassification"})
+    report = ExportReport("hf", out, atol, details={"class": "ViTForImageClassification",
+                                                    "image_processor": "BitImageProcessor"})
     with _staged(out) as tmp:
         # The folder is written in the Hub's key layout (weights.hf.HF_NAMES, the table the import reads too, and what
         # every transformers version loads); transformers itself then has to load it for the parity check.
         tmp.mkdir()
         _hf_config(model, spec).save_pretrained(tmp)
         save_file(vitkit_to_hf_state(model.state_dict()), str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        ViTImageProcessor(
-            do_resize=True, size={"height": spec.img_size[0], "width": spec.img_size[1]}, image_mean=list(spec.mean),
-            image_std=list(spec.std),
-        ).save_pretrained(tmp)
+        BitImageProcessor(**hf_image_processor_config(spec.preprocessing)).save_pretrained(tmp)
         reloaded, info = ViTForImageClassification.from_pretrained(
             tmp, attn_implementation="eager", output_loading_info=True
         )
@@ -302,10 +371,17 @@ def _export_hf(model: nn.Module, spec: InferenceSpec, out: Path, inputs: dict[st
             raise ExportParityError(f"transformers did not load every weight of the exported folder: {problems}")
         report.checks = _compare(model, reloaded.eval(), inputs)
         _raise_if_off(report)
+        if spec.in_chans == 3:  # transformers' image processors always give RGB; a 1-channel model gets no check
+            levels = _processor_levels_off(AutoImageProcessor.from_pretrained(tmp), spec.preprocessing, seed=0)
+            report.details["processor_max_diff_levels"] = round(levels, 3)
+            if not levels <= PROCESSOR_TOLERANCE_LEVELS:
+                raise ExportParityError(
+                    f"the exported image processor ({tmp.name}/preprocessor_config.json) differs from the model's "
+                    f"preprocessing by {levels:.3g} pixel levels > {PROCESSOR_TOLERANCE_LEVELS:g}; nothing was written")
     return report
 
 
 __all__ = [
     "DEFAULT_ATOL", "DEFAULT_OPSET", "EXPORT_FORMATS", "ExportParityError", "ExportReport", "OnnxModel",
-    "ParityCheck", "export_model", "vitkit_to_hf_state",
+    "ParityCheck", "export_model", "hf_image_processor_config", "vitkit_to_hf_state",
 ]

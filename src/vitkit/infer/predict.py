@@ -1,7 +1,8 @@
 """Batched top-k prediction from a checkpoint: files, folders or globs in, labels with probabilities out.
 
-The checkpoint carries everything needed (architecture, weights, class names, eval transform); unreadable images
-are reported by path and skipped, so one corrupt file never loses the rest of a batch.
+The checkpoint carries everything needed (architecture, weights, class names, preprocessing); unreadable images
+are reported by path and skipped, so one corrupt file never loses the rest of a batch. Images are decoded by
+``vitkit.data.decode.read_many_rgb`` and preprocessed by the checkpoint's ``Preprocessing``, as ``vitkit eval`` does.
 """
 
 from __future__ import annotations
@@ -19,13 +20,13 @@ from torch import nn
 
 from ..data.decode import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, BadImageError, find_images, read_many_rgb
 from ..runtime import amp_context, resolve_device
-from .preprocess import InferenceSpec, stack_transformed
+from .preprocess import InferenceSpec
 
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 
 
 class Predictor:
-    """A model ready for inference: eval mode, on its device, in a precision, with its transform and labels."""
+    """A model ready for inference: eval mode, on its device, in a precision, with its preprocessing and labels."""
 
     def __init__(
         self, model: nn.Module, spec: InferenceSpec | None = None, device: str | torch.device | None = "cpu",
@@ -44,7 +45,7 @@ class Predictor:
 
             model = quantize_dynamic_int8(model)
         self.model = model
-        self.transform = self.spec.transform()
+        self.transform = self.spec.transform()  # one decoded image -> model input (the service's per-request step)
 
     @classmethod
     def from_checkpoint(
@@ -60,7 +61,7 @@ class Predictor:
 
     def preprocess(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
         """Decoded uint8 images (any size) -> one normalised batch on the model's device."""
-        return stack_transformed(images, self.transform).to(self.device)
+        return self.spec.stack(images).to(self.device)
 
     @torch.inference_mode()
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
@@ -116,7 +117,7 @@ def expand_inputs(inputs: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
 def load_image_batch(
     model_or_spec: nn.Module | InferenceSpec, sources: Iterable[str | Path], limit: int | None = None,
 ) -> torch.Tensor:
-    """Real images (files, folders, globs) through the model's own eval transform, as one float batch.
+    """Real images (files, folders, globs) through the model's own preprocessing, as one float batch.
 
     For parity checks and calibration, where a missing input or an unreadable file would silently weaken the check:
     an input that names nothing is an error; undecodable files are left out, and none decodable is an error.
@@ -131,7 +132,7 @@ def load_image_batch(
     if not images:
         raise ValueError(f"none of the images in {sources} could be decoded")
     spec = model_or_spec if isinstance(model_or_spec, InferenceSpec) else InferenceSpec.from_model(model_or_spec)
-    return stack_transformed(images, spec.transform())
+    return spec.stack(images)
 
 
 @dataclass

@@ -224,18 +224,24 @@ class Trainer:
 
     def _build_loaders(self) -> None:
         from ..data import build_loader
+        from ..data.preprocess import evaluation_transform, training_preprocessing
 
         cfg, info, device = self.cfg, self.info, self.device
         train_tf = eval_tf = None
+        # what evaluation does to a source image: stored in every checkpoint (save_weights), so that vitkit eval,
+        # predict, serve and the exports preprocess as this run evaluated
+        self.preprocessing = training_preprocessing(self.size, mean=self.mean, std=self.std,
+                                                    in_chans=self.train_ds.channels, crop_pct=cfg.data.crop_pct,
+                                                    eval_dataset=self.val_ds)
         if cfg.data.pipeline == "per_sample":  # workers decode, crop, augment, normalise each image: float batches
-            from ..data.transforms import build_eval_transform, build_train_transform
+            from ..data.transforms import build_train_transform
 
             train_tf = build_train_transform(
                 self.size, mean=self.mean, std=self.std, scale=(cfg.data.scale_min, 1.0),
                 hflip=0.5 if cfg.data.flip else 0.0, random_crop_padding=cfg.data.crop_padding or None,
                 auto_augment=cfg.data.auto_augment, magnitude=cfg.data.randaugment_magnitude,
                 num_ops=cfg.data.randaugment_num_ops, random_erasing=cfg.data.random_erasing)
-            eval_tf = build_eval_transform(self.size, mean=self.mean, std=self.std, crop_pct=cfg.data.crop_pct)
+            eval_tf = evaluation_transform(self.preprocessing, self.val_ds)
         self.train_loader = build_loader(self.train_ds, self.per_rank, train=True, seed=cfg.train.seed, device=device,
                                          transform=train_tf, num_workers=cfg.data.num_workers, rank=info.rank,
                                          world_size=info.world_size)
@@ -543,7 +549,8 @@ class Trainer:
         if not info.is_main:
             return
         meta = {"class_names": list(self.train_ds.classes), "mean": list(self.mean), "std": list(self.std),
-                "dataset": self.cfg.data.name, "img_size": list(self.size), **extra}
+                "dataset": self.cfg.data.name, "img_size": list(self.size),
+                "preprocessing": self.preprocessing.to_dict(), **extra}
         if weights is not None:  # an unsharded twin on the meta device, filled with the gathered tensors
             with torch.device("meta"):
                 twin = build_from_config(module.arch, module.config)

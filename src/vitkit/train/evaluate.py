@@ -1,12 +1,15 @@
 """Evaluation: loss, top-1/top-5, per-class accuracy and the confusion matrix, exact across ranks.
 
-Used by the training loop for validation and by ``vitkit eval CHECKPOINT`` on its own.
+Used by the training loop for validation and by ``vitkit eval CHECKPOINT`` on its own. Both preprocess with the
+model's :class:`~vitkit.data.preprocess.Preprocessing`, the one ``vitkit predict`` and ``vitkit serve`` use; on an
+image folder ``vitkit eval`` reads the source files themselves (not the decoded cache), decoded as predict decodes
+them, so the two give the same prediction for every image.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,17 +17,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.preprocess import Preprocessing
 from ..metrics import accuracy, confusion_matrix, per_class_accuracy, topk_correct
 from ..runtime import amp_context
 from ..utils.fileio import atomic_write_text
 from .distributed import DistInfo, all_reduce_max, all_reduce_sum
 
 
-def prepare_batch(images: torch.Tensor, mean, std, out_size: tuple[int, int] | None) -> torch.Tensor:
-    """A loader batch as model input: uint8 batches (the tensor path) are normalised here, floats pass through."""
+def prepare_batch(images: torch.Tensor, mean, std, out_size: tuple[int, int] | None,
+                  preprocessing: Preprocessing | None = None) -> torch.Tensor:
+    """A loader batch as model input. uint8 batches (the tensor path) go through ``preprocessing`` when given (resize,
+    center crop, normalise), else are normalised with mean/std; float batches were preprocessed per sample and pass
+    through. A batch of another size than ``out_size`` is then resized to it."""
     from ..data import normalize_batch
 
-    x = normalize_batch(images, mean, std) if images.dtype == torch.uint8 else images.float()
+    if images.dtype == torch.uint8:
+        x = preprocessing.batch(images) if preprocessing is not None else normalize_batch(images, mean, std)
+    else:
+        x = images.float()
     if out_size is not None and tuple(x.shape[-2:]) != tuple(out_size):
         x = F.interpolate(x, size=tuple(out_size), mode="bilinear", align_corners=False, antialias=True)
     return x
@@ -44,10 +54,12 @@ def evaluate(
     info: DistInfo | None = None,
     hflip_tta: bool = False,
     keep_logits: bool = False,
+    preprocessing: Preprocessing | None = None,
 ) -> dict[str, Any]:
     """Metrics over the whole loader; under DDP each rank sees its shard and the sums are reduced, not averaged.
 
-    The loader delivers batches on ``device`` (vitkit's loaders move them). ``hflip_tta``: test-time augmentation,
+    The loader delivers batches on ``device`` (vitkit's loaders move them); uint8 batches go through
+    ``preprocessing`` (the model's, see :func:`prepare_batch`). ``hflip_tta``: test-time augmentation,
     the logits averaged over each image and its mirror image (twice the cost; for data whose classes are
     mirror-symmetric, as in CIFAR). ``keep_logits``: also return this process's logits in loader order (CPU, fp32).
     """
@@ -60,7 +72,7 @@ def evaluate(
     dummy_batches = all_reduce_max(len(loader), device, info) - len(loader) if lockstep else 0
     kept = []
     for images, labels in loader:
-        x = prepare_batch(images, mean, std, out_size)
+        x = prepare_batch(images, mean, std, out_size, preprocessing)
         with amp_context(device, precision):
             logits = model(x).float()
             if hflip_tta:
@@ -72,7 +84,7 @@ def evaluate(
         confusion += confusion_matrix(logits, labels, num_classes)
     for _ in range(dummy_batches):
         with amp_context(device, precision):
-            model(prepare_batch(images[:1], mean, std, out_size))
+            model(prepare_batch(images[:1], mean, std, out_size, preprocessing))
     model.train(was_training)
     if info is not None and info.enabled:
         import torch.distributed as dist
@@ -107,35 +119,62 @@ def evaluate_checkpoint(
     dataset_kwargs: dict[str, Any] | None = None,
     model_transform: Callable[[nn.Module], nn.Module] | None = None,
     hflip_tta: bool = False,
+    keep_predictions: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a vitkit .safetensors checkpoint on a dataset split; writes eval.json to out_dir (the command draws
     confusion.png from the result's ``confusion``, with vitkit.viz).
 
+    Images go through the checkpoint's own :class:`Preprocessing`. An image folder is evaluated on its source files,
+    decoded as ``vitkit predict`` decodes them; array datasets (digits, synthetic, CIFAR) on their uint8 arrays.
     ``dataset_kwargs``: options of the dataset kind (e.g. synthetic ``num_samples``), as ``data.kwargs`` in training.
     ``model_transform``: applied to the loaded model before evaluation, e.g. INT8 quantization (vitkit.infer).
+    ``keep_predictions``: also list every image (``path`` for files, ``index`` for arrays), its label and the
+    predicted class.
     """
     from ..data import build_dataset, build_loader
     from ..weights import load_checkpoint
 
     model = load_checkpoint(checkpoint, map_location=device)
     extra = getattr(model, "checkpoint_meta", {}).get("extra", {})
-    num_classes, img_size = model.num_classes, tuple(model.config["img_size"])
+    preprocessing = Preprocessing.from_model(model)
+    num_classes = model.num_classes
     if model_transform is not None:
         model = model_transform(model)
-    ds = build_dataset(data, split, **({"root": root} if root else {}), **(dataset_kwargs or {}))
-    mean, std = extra.get("mean", ds.mean), extra.get("std", ds.std)
+    options: dict[str, Any] = {"root": root} if root else {}
+    if _names_a_folder(data):  # stored as training stored it, so the run's decoded cache serves the split listing
+        options.update(img_size=preprocessing.img_size[0], crop_pct=preprocessing.crop_pct)
+    ds = build_dataset(data, split, **options, **(dataset_kwargs or {}))
     classes = extra.get("class_names", ds.classes)
     if num_classes != ds.num_classes:
         raise ValueError(f"{checkpoint} predicts {num_classes} classes but {data!r} has {ds.num_classes}")
     if classes != list(ds.classes):
         raise ValueError(f"{checkpoint} was trained on classes {classes[:5]}... but {data!r} has {ds.classes[:5]}...")
-    out_size = img_size
     dev = torch.device(device)
-    loader = build_loader(ds, batch_size, train=False, device=dev)
-    metrics = evaluate(model, loader, num_classes=ds.num_classes, mean=mean, std=std, device=dev,
-                       precision=precision, out_size=out_size, hflip_tta=hflip_tta)
+    files = source_files(ds)
+    skipped: list[str] = []
+    if files is not None:
+        loader: Any = RawImageBatches(files, ds.labels, preprocessing, batch_size, dev, skipped)
+    else:
+        loader = build_loader(ds, batch_size, train=False, device=dev)
+    metrics = evaluate(model, loader, num_classes=ds.num_classes, mean=preprocessing.mean, std=preprocessing.std,
+                       device=dev, precision=precision, hflip_tta=hflip_tta, keep_logits=keep_predictions,
+                       preprocessing=preprocessing)
     metrics["per_class_acc"] = dict(zip(ds.classes, metrics["per_class_acc"]))
-    result = {"checkpoint": str(checkpoint), "data": data, "split": split, "hflip_tta": hflip_tta, **metrics}
+    result = {"checkpoint": str(checkpoint), "data": data, "split": split, "hflip_tta": hflip_tta,
+              "inputs": "source files" if files is not None else "arrays",
+              "preprocessing": preprocessing.to_dict(), **metrics}
+    if files is not None:
+        result["undecodable"] = skipped
+    if keep_predictions:
+        predicted = result.pop("logits").argmax(dim=-1).tolist()
+        if files is not None:
+            undecodable = set(skipped)
+            rows = [(p, y) for p, y in zip(files, ds.labels.tolist()) if p not in undecodable]
+            result["predictions"] = [{"path": p, "label": ds.classes[y], "predicted": ds.classes[k]}
+                                     for (p, y), k in zip(rows, predicted)]
+        else:
+            result["predictions"] = [{"index": i, "label": ds.classes[y], "predicted": ds.classes[k]}
+                                     for i, (y, k) in enumerate(zip(ds.labels.tolist(), predicted))]
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -143,4 +182,68 @@ def evaluate_checkpoint(
     return result
 
 
-__all__ = ["evaluate", "evaluate_checkpoint", "prepare_batch"]
+def _names_a_folder(data: str) -> bool:
+    return str(data).startswith("imagefolder:") or Path(str(data)).expanduser().is_dir()
+
+
+def source_files(ds) -> list[str] | None:
+    """The source file of every row of an image-folder split, in row order; None for array datasets.
+
+    Read from ``ds.meta["files"]`` when the dataset lists them; otherwise the split's folder
+    (``ds.meta["source"]``, one subfolder per class) is listed again as the cache listed it, without the files the
+    cache skipped, and the result must reproduce the dataset's labels row for row.
+    """
+    if ds.meta.get("files") is not None:
+        files = [str(f) for f in ds.meta["files"]]
+        if len(files) != len(ds):
+            raise ValueError(f"{ds.name}/{ds.split}: {len(files)} source files listed for {len(ds)} images")
+        return files
+    source = Path(str(ds.meta.get("source", "")))
+    if not ds.meta.get("source") or not all((source / name).is_dir() for name in ds.classes):
+        return None
+    from ..data.imagefolder import scan_split
+
+    files, labels = scan_split(source, ds.classes)
+    report = ds.meta.get("skipped_report")
+    if report and Path(report).is_file():
+        dropped = {line.split("\t", 1)[0] for line in Path(report).read_text().splitlines() if line}
+        keep = [i for i, f in enumerate(files) if f not in dropped]
+        files, labels = [files[i] for i in keep], labels[keep]
+    if len(files) != len(ds) or list(labels) != ds.labels.tolist():
+        raise ValueError(f"{source}: the folder's images do not match the dataset's {len(ds)} rows (a split carved "
+                         "out of a folder lists its files in meta['files']); cannot evaluate its source files")
+    return files
+
+
+class RawImageBatches:
+    """Image files -> (preprocessed float batch, labels) on ``device``, decoded as ``vitkit predict`` decodes them.
+
+    Files that cannot be decoded are left out and their paths appended to ``skipped``.
+    """
+
+    def __init__(self, files: Sequence[str], labels, preprocessing: Preprocessing, batch_size: int,
+                 device: torch.device, skipped: list[str]) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.files, self.labels = list(files), [int(y) for y in labels]
+        self.preprocessing, self.batch_size, self.device, self.skipped = preprocessing, batch_size, device, skipped
+
+    def __len__(self) -> int:
+        return -(-len(self.files) // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        from ..data.decode import BadImageError, read_many_rgb
+
+        for start in range(0, len(self.files), self.batch_size):
+            paths = self.files[start : start + self.batch_size]
+            decoded = read_many_rgb(paths)
+            good = [(img, y) for img, y in zip(decoded, self.labels[start : start + self.batch_size])
+                    if not isinstance(img, BadImageError)]
+            self.skipped.extend(err.path for err in decoded if isinstance(err, BadImageError))
+            if not good:
+                continue
+            x = self.preprocessing.stack([img for img, _ in good]).to(self.device)
+            yield x, torch.tensor([y for _, y in good], device=self.device)
+
+
+__all__ = ["RawImageBatches", "evaluate", "evaluate_checkpoint", "prepare_batch", "source_files"]
