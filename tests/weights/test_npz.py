@@ -80,3 +80,32 @@ def test_flax_reference_file_is_what_flax_computes():
         params = dict(w)
         recomputed = flax_vit.flax_logits(params, ref["images"])
         assert np.abs(recomputed - ref["logits"]).max() <= 1e-6
+
+
+@pytest.mark.parametrize("fmt", ["hf", "onnx"])
+def test_an_imported_npz_exports_with_its_tanh_gelu(fmt, tmp_path):
+    """The activation is part of the config, so the exported model still matches the Flax reference."""
+    import numpy as np
+
+    from tests.helpers import flax_vit
+    from vitkit.infer.export import export_model
+
+    pytest.importorskip("transformers" if fmt == "hf" else "onnxruntime")
+    with np.load(flax_vit.LOGITS_FILE) as ref:
+        images, logits = ref["images"], ref["logits"]
+    model = model_from_pretrained(flax_vit.WEIGHTS_FILE).eval()
+    out = tmp_path / ("hf" if fmt == "hf" else "m.onnx")
+    export_model(model, fmt, out)
+    if fmt == "hf":
+        from transformers import ViTForImageClassification
+
+        peer = ViTForImageClassification.from_pretrained(out).eval()
+        assert peer.config.hidden_act == "gelu_pytorch_tanh"
+        with torch.no_grad():
+            got = peer(pixel_values=torch.from_numpy(images)).logits.numpy()
+    else:
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(out))
+        got = session.run(None, {session.get_inputs()[0].name: images})[0]
+    assert np.abs(got - logits).max() <= 1e-5
