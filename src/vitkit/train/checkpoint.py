@@ -93,9 +93,10 @@ def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def config_changes(saved: dict[str, Any], now: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
-    """``{key: (saved value, new value)}`` for every config key that differs, as dotted names."""
+    """``{key: (saved value, new value)}`` for every config key that differs, as dotted names. A key the saved config
+    does not have (one added to vitkit after the run was saved) takes its default and is not a change."""
     old, new = _flat(saved), _flat(now)
-    return {k: (old.get(k), new.get(k)) for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)}
+    return {k: (old.get(k), new.get(k)) for k in sorted(old.keys()) if old.get(k) != new.get(k)}
 
 
 def check_resume_config(path: Path, saved: dict[str, Any], now: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
