@@ -30,15 +30,6 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 DEFAULT_MAX_PIXELS = int(Image.MAX_IMAGE_PIXELS or 89_478_485)  # PIL's decompression-bomb limit
 
 
-def find_images(folder: str | os.PathLike) -> list[Path]:
-    """Image files under ``folder``, recursively and sorted, as training reads a folder: hidden files and folders
-    (a leading dot: .DS_Store, ._IMG_1.jpg, .ipynb_checkpoints/) are skipped, so predict sees what training saw."""
-    folder = Path(folder)
-    return sorted(p for p in folder.rglob("*")
-                  if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
-
-
 class BadImageError(ValueError):
     """An image file that cannot be decoded safely; carries the path and the reason."""
 

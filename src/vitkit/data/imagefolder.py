@@ -32,13 +32,13 @@ from PIL import Image
 from .arrays import ArrayDataset
 from .cache import cache_key, decode_files_into, entry_dir, file_fingerprint, load_or_build
 from .decode import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, BadImageError
+from .files import walk_images
 
 SPLIT_FOLDERS = ("train", "val", "test")
 AUGMENTS = ("auto", "photo", "small")
 SMALL_IMAGE_SIDE = 64  # sources whose typical short side is at most this are CIFAR-sized: pad-crop, stored as is
 PHOTO_SIZE = 224  # the training size of photos when no img_size is given (the size ViTs are pretrained at)
 SIZE_SAMPLE = 64  # files whose headers decide the typical source size (spread evenly over the sorted list)
-UNSUPPORTED_IMAGE_EXTENSIONS = (".gif", ".tif", ".tiff", ".heic", ".heif", ".avif", ".svg")
 
 
 class DatasetLayoutError(ValueError):
@@ -102,22 +102,6 @@ def split_folder(root: Path, split: str) -> Path:
     return layout.folders[split]
 
 
-def _walk_images(folder: str, ignored: list[str]) -> list[str]:
-    """Image paths under ``folder``, recursively, in sorted order (hidden entries ignored; image files of formats
-    vitkit does not decode are listed in ``ignored``)."""
-    found: list[str] = []
-    with os.scandir(folder) as it:
-        entries = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
-    for e in entries:
-        if e.is_dir():
-            found += _walk_images(e.path, ignored)
-        elif e.name.lower().endswith(IMAGE_EXTENSIONS):
-            found.append(e.path)
-        elif e.name.lower().endswith(UNSUPPORTED_IMAGE_EXTENSIONS):
-            ignored.append(e.path)
-    return found
-
-
 def scan_split(split_dir: Path, classes: Sequence[str], ignored: list[str] | None = None
                ) -> tuple[list[str], np.ndarray]:
     """Image files (sorted, recursive within each class folder) and their labels; files in image formats that are
@@ -127,7 +111,7 @@ def scan_split(split_dir: Path, classes: Sequence[str], ignored: list[str] | Non
     ignored = [] if ignored is None else ignored
     for label, name in enumerate(classes):
         class_dir = split_dir / name
-        found = _walk_images(str(class_dir), ignored)
+        found = walk_images(class_dir, ignored)
         if not found:
             raise DatasetLayoutError(
                 f"class folder {class_dir} has no images (expected files ending in {', '.join(IMAGE_EXTENSIONS)})"

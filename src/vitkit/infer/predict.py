@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..data.decode import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, BadImageError, find_images, read_many_rgb
+from ..data.decode import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, BadImageError, read_many_rgb
+from ..data.files import find_images
 from ..runtime import amp_context, resolve_device
 from .preprocess import InferenceSpec
 
