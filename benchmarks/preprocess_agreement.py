@@ -98,7 +98,7 @@ def by_serve(predictor, paths: list[Path]) -> tuple[dict[str, tuple], dict[str, 
 
 def by_onnx(model, paths: list[Path], work: Path) -> dict[str, tuple]:
     """The exported file alone: its stored preprocessing and class names, ONNX Runtime for the model."""
-    from vitkit.data.decode import BadImageError, read_many_rgb
+    from vitkit.data.decode import BadImageError
     from vitkit.infer.export import OnnxModel, export_model
 
     export_model(model, "onnx", work / "model.onnx")
@@ -107,7 +107,7 @@ def by_onnx(model, paths: list[Path], work: Path) -> dict[str, tuple]:
     labels = {}
     for start in range(0, len(paths), 16):
         chunk = paths[start : start + 16]
-        decoded = read_many_rgb([str(p) for p in chunk])
+        decoded = preprocessing.read([str(p) for p in chunk])
         good = [(p, img) for p, img in zip(chunk, decoded) if not isinstance(img, BadImageError)]
         if good:
             probs, top = runner(preprocessing.stack([img for _, img in good])).softmax(dim=-1).max(dim=-1)

@@ -155,3 +155,18 @@ def test_a_training_run_records_what_its_evaluation_did():
 
     small = _dataset({"augment": "small"}, size=32)  # CIFAR-sized: evaluated whole
     assert training_preprocessing(32, **RGB, in_chans=3, crop_pct=0.875, eval_dataset=small).crop_pct == 1.0
+
+
+def test_large_jpegs_decode_at_reduced_size_but_never_below_the_resize():
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(_random((3, 300, 400)).permute(1, 2, 0).numpy())).save(buf, "JPEG")
+    spec = Preprocessing((32, 32), crop_pct=0.875, **RGB)  # resize_size 36: a 1/8 decode (50 x 38) still covers it
+    image = spec.decode(buf.getvalue(), "big.jpg")
+    assert tuple(image.shape) == (3, 38, 50)
+    assert min(image.shape[-2:]) >= max(spec.resize_size)
+    full = Preprocessing((300, 300), **RGB).decode(buf.getvalue())  # needs every pixel: decoded whole
+    assert tuple(full.shape) == (3, 300, 400)

@@ -9,6 +9,7 @@ metadata and a Hugging Face export as an image-processor config that reproduces 
 
 The steps, in order:
 
+0. decoding (:meth:`Preprocessing.decode`): large JPEGs at reduced size, never below ``resize_size``;
 1. channels: decoded images are RGB; a 1-channel model gets their luminance, a 3-channel model given a grayscale
    tensor gets it repeated;
 2. resize (skipped when the image already has the target size), antialiased, with ``interpolation``:
@@ -34,6 +35,7 @@ from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from .arrays import ArrayDataset
+from .decode import DEFAULT_MAX_PIXELS, BadImageError, decode_rgb, read_bytes
 
 RESIZE_MODES = ("shorter_side", "squash")
 INTERPOLATIONS = {
@@ -180,6 +182,25 @@ class Preprocessing:
         if height <= width:
             return side, int(side * width / height)
         return int(side * height / width), side
+
+    # --- decoding ---------------------------------------------------------------------------------------------------
+
+    def decode(self, data: bytes, path: str = "<bytes>", max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
+        """Encoded bytes -> uint8 RGB (3, H, W), as every vitkit road decodes for this preprocessing: a JPEG at
+        least twice ``resize_size`` on both sides is decoded at reduced size by the JPEG decoder (every side still
+        at least ``resize_size``), since the resize would discard those pixels anyway; everything else in full.
+        Raises :class:`~vitkit.data.decode.BadImageError`."""
+        return decode_rgb(data, path, max_pixels, min_size=self.resize_size)
+
+    def read(self, paths: Sequence[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> list[torch.Tensor | BadImageError]:
+        """Files through :meth:`decode`: per path, the image or the :class:`BadImageError` that refused it."""
+        out: list[torch.Tensor | BadImageError] = []
+        for path in paths:
+            try:
+                out.append(self.decode(read_bytes(path), str(path), max_pixels))
+            except BadImageError as err:
+                out.append(err)
+        return out
 
     # --- the transform ----------------------------------------------------------------------------------------------
 

@@ -1,8 +1,8 @@
 """Batched top-k prediction from a checkpoint: files, folders or globs in, labels with probabilities out.
 
 The checkpoint carries everything needed (architecture, weights, class names, preprocessing); unreadable images
-are reported by path and skipped, so one corrupt file never loses the rest of a batch. Images are decoded by
-``vitkit.data.decode.read_many_rgb`` and preprocessed by the checkpoint's ``Preprocessing``, as ``vitkit eval`` does.
+are reported by path and skipped, so one corrupt file never loses the rest of a batch. Images are decoded and
+preprocessed by the checkpoint's ``Preprocessing`` (``read``, ``stack``), as ``vitkit eval`` and ``serve`` do.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..data.decode import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, BadImageError, read_many_rgb
+from ..data.decode import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, BadImageError
 from ..data.files import find_images
 from ..runtime import amp_context, resolve_device
 from .preprocess import InferenceSpec
@@ -128,11 +128,11 @@ def load_image_batch(
     paths, problems = expand_inputs(sources)
     if problems:
         raise ValueError("; ".join(problems))
-    decoded = read_many_rgb([str(p) for p in paths[:limit]])
+    spec = model_or_spec if isinstance(model_or_spec, InferenceSpec) else InferenceSpec.from_model(model_or_spec)
+    decoded = spec.read([str(p) for p in paths[:limit]])
     images = [img for img in decoded if not isinstance(img, BadImageError)]
     if not images:
         raise ValueError(f"none of the images in {sources} could be decoded")
-    spec = model_or_spec if isinstance(model_or_spec, InferenceSpec) else InferenceSpec.from_model(model_or_spec)
     return spec.stack(images)
 
 
@@ -157,7 +157,7 @@ def predict_paths(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     run = PredictionRun()
     for chunk in _chunks(paths, batch_size):
-        decoded = read_many_rgb([str(p) for p in chunk], max_pixels=max_pixels)
+        decoded = predictor.spec.read([str(p) for p in chunk], max_pixels=max_pixels)
         good = [(p, img) for p, img in zip(chunk, decoded) if isinstance(img, torch.Tensor)]
         bad = [err for err in decoded if isinstance(err, BadImageError)]
         if bad and strict:

@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import copy
 import logging
-import math
 import os
 import re
 import time
@@ -218,9 +217,9 @@ class MicroBatcher:
 
 
 def decode_floor(spec: InferenceSpec) -> tuple[int, int]:
-    """(H, W) the eval transform resizes to before its center crop: a decode need not be larger than this."""
-    h, w = spec.img_size
-    return math.floor(h / spec.crop_pct), math.floor(w / spec.crop_pct)
+    """(H, W) the eval transform resizes to before its center crop: a decode need not be larger than this. The
+    preprocessing's own rule (``Preprocessing.decode``), so predict and eval decode a file as the service does."""
+    return spec.resize_size
 
 
 class ImageDecoder:

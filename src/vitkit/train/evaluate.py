@@ -232,11 +232,11 @@ class RawImageBatches:
         return -(-len(self.files) // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        from ..data.decode import BadImageError, read_many_rgb
+        from ..data.decode import BadImageError
 
         for start in range(0, len(self.files), self.batch_size):
             paths = self.files[start : start + self.batch_size]
-            decoded = read_many_rgb(paths)
+            decoded = self.preprocessing.read(paths)
             good = [(img, y) for img, y in zip(decoded, self.labels[start : start + self.batch_size])
                     if not isinstance(img, BadImageError)]
             self.skipped.extend(err.path for err in decoded if isinstance(err, BadImageError))
