@@ -45,7 +45,7 @@ def run_cli(args: list[str], tmp_path: Path, timeout: float = 240) -> subprocess
 
 def run_killed(die_after_step: int, sets: list[str], tmp_path: Path, timeout: float = 240
                ) -> subprocess.CompletedProcess:
-    """Train ``sets`` in a fresh process that dies hard (exit status 3) after optimizer step ``die_after_step``."""
+    """Train ``sets`` in a fresh process that SIGKILLs itself (return code -9) after optimizer step ``die_after_step``."""
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, str(FAULT_DRIVER), str(die_after_step),
                            *cli_sets(sets)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
