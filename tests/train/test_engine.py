@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -307,20 +308,37 @@ def test_ctrl_c_once_finishes_the_step_saves_and_says_how_to_resume(tmp_path):
 
 
 def test_ctrl_c_twice_exits_at_once_and_keeps_the_last_checkpoint(tmp_path):
+    """The second Ctrl-C lands while a step is still running (a step callback that takes 2 s), and ends the
+    process there: no further step, no summary, the last checkpoint whole."""
+    import os
     import signal
-    import time
+    import subprocess
+    import sys
 
+    from tests.helpers.train import REPO, TINY
     from vitkit.train.checkpoint import load_train_state
 
-    proc = _train_in_background(tmp_path, "train.epochs=200", "checkpoint.every_steps=1")
-    _wait_for_steps(proc, 3)
+    driver = (
+        "import sys, time\n"
+        "from vitkit.train import load_config, train\n"
+        "def slow(state):\n"
+        "    print('step', state.step, flush=True)\n"
+        "    time.sleep(2 if state.step >= 2 else 0)\n"
+        f"train(load_config(None, {[*TINY, f'checkpoint.out_dir={tmp_path}', 'checkpoint.every_steps=1', 'train.epochs=200']!r}),"
+        " callbacks=[slow])\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", driver], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    while proc.stdout.readline().strip() != "step 2":  # inside step 2's 2-second callback from here on
+        assert proc.poll() is None, proc.stdout.read()
     proc.send_signal(signal.SIGINT)
-    time.sleep(0.05)
+    time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=120)
-    assert proc.returncode != 0
+    out = proc.communicate(timeout=60)[0]
+    assert proc.returncode != 0 and "KeyboardInterrupt" in out, out[-2000:]
     run_dir = next(tmp_path.glob("vit_digits_patch2_8-*"))
-    assert load_train_state(run_dir / "last.pt")["step"] >= 1  # whole and loadable
+    assert load_train_state(run_dir / "last.pt")["step"] == 2  # whole, and nothing after the second Ctrl-C
+    assert not (run_dir / "summary.json").exists()
 
 
 def test_the_final_test_pass_shows_progress(tmp_path, capsys):
@@ -329,3 +347,13 @@ def test_the_final_test_pass_shows_progress(tmp_path, capsys):
 
     out = capsys.readouterr().out
     assert re.search(r"^test: (\d+)/\1 batches", out, re.M), out[-2000:]  # the last batch of the test split
+
+
+def test_a_pretrained_start_prints_its_load_report(tmp_path, capsys):
+    source = create_model("vit_digits_patch2_8", embed_dim=32, depth=2, num_heads=2, num_classes=10, img_size=16,
+                          in_chans=3)
+    path = vitkit.save_checkpoint(source, tmp_path / "start.safetensors")
+    train(tiny_config(tmp_path, "log.progress=plain", "train.max_steps=1", f"model.pretrained={path}"))
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if line.startswith("pretrained: "))
+    assert "Head replaced" in line and "10-class" in line and "8x8" in line and "4x4" in line, line

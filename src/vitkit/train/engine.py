@@ -215,6 +215,9 @@ class Trainer:
             atomic_write_text(self.run_dir / "config.yaml", cfg.to_yaml())
         self.monitor = Monitor(self.run_dir, cfg.log, enabled=info.is_main,
                                resume_step=self.state.step if cfg.checkpoint.resume else None)
+        report = getattr(self.raw_model, "load_report", None)  # set by a pretrained (fine-tuning) load
+        if report is not None:
+            self.monitor.print(f"pretrained: {report.describe()}")
         params = sum(p.numel() for p in self.raw_model.parameters()) / 1e6
         self.monitor.print(
             f"run {self.run_dir}: {cfg.model.name}, {params:.2f}M params, {len(self.train_ds)} train images, batch "
