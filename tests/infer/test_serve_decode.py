@@ -94,8 +94,7 @@ def test_large_decodes_default_to_half_the_cores():
 # --- a real server under a pixel flood --------------------------------------------------------------------------------
 
 # What one 4000x4000 PNG costs while the service decodes it: a few copies of its 48 MB of pixels, with a margin.
-# Sixteen of them at once stay within that, because only the one large-decode thread the server gets holds any
-# (without that limit the same flood grew the server by about twice this).
+# Sixteen of them at once stay within that, because only the one large-decode thread the server gets holds any.
 FLOOD_RSS_GROWTH_BOUND = 450 * 2**20
 
 
