@@ -25,6 +25,7 @@ import json
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -190,6 +191,8 @@ def compare(checkpoint: Path, data: str, split: str = "val", work: Path | None =
         "data": data, "split": split, "checkpoint": str(checkpoint), "images": len(keys),
         "preprocessing": spec.to_dict(), "agreement_with_predict": agreement, "top1": top1,
         "max_top1_prob_diff_vs_predict": prob_diff,
+        "predicted_counts": {name: dict(sorted(Counter(labels.values()).items())) for name, labels in roads.items()},
+        "label_counts": dict(sorted(Counter(truth.values()).items())),
         "identical_eval_predict_serve": all(roads["eval"].get(k) == reference.get(k) == roads["serve"].get(k)
                                             for k in keys),
         "disagreements": disagreements, "serve_refused": refused, "exif_not_upright": not_upright(paths),

@@ -1,11 +1,12 @@
 """The preprocessing a model's evaluation images go through: one definition from training to serving.
 
-A :class:`Preprocessing` says how a decoded image becomes model input -- channels, resize, center crop,
+A :class:`Preprocessing` says how an image file becomes model input -- decode, channels, resize, center crop,
 normalisation. The training loop stores the one its evaluation used in every checkpoint it writes
-(``extra["preprocessing"]``); ``vitkit eval``, ``predict``, ``serve``, the exports' parity checks and the training
-loop's own evaluation all call :meth:`Preprocessing.transform` (one image) or :meth:`Preprocessing.batch` (a uint8
-batch on the training device), so an image is seen the same way at every step. An ONNX export carries it in its
-metadata and a Hugging Face export as an image-processor config that reproduces it.
+(``extra["preprocessing"]``, see :func:`training_preprocessing`); ``vitkit eval``, ``predict``, ``serve`` and the
+exports' parity checks all decode with :meth:`Preprocessing.decode` and call :meth:`Preprocessing.transform` (one
+image), :meth:`Preprocessing.stack` (images of any sizes) or :meth:`Preprocessing.batch` (a uint8 batch on any
+device), so an image gets the same input, and label, on every road. An ONNX export carries it in its metadata and
+a Hugging Face export as an image-processor config that reproduces it.
 
 The steps, in order:
 
