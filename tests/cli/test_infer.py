@@ -30,7 +30,7 @@ def test_cli_bench_writes_json(tmp_path, capsys):
     ckpt = save_tiny_checkpoint(tmp_path / "m.safetensors", depth=1)
     out = tmp_path / "bench.json"
     assert main(["bench", str(ckpt), "--backends", "eager_fp32,torch_int8", "--batch-size", "2", "--reps", "2",
-                 "--latency-reps", "2", "--warmup", "1", "--json", str(out)]) == 0
+                 "--latency-reps", "2", "--warmup", "1", "--out", str(out)]) == 0
     table = capsys.readouterr().out
     assert "torch_int8" in table and "p50 ms b1" in table
     data = json.loads(out.read_text())
@@ -49,7 +49,7 @@ def test_cli_export_onnx_with_int8(tiny_checkpoint, tmp_path, capsys):
     assert int8.exists()
     proto = onnx.load(str(int8))
     assert any(n.op_type in ("DynamicQuantizeLinear", "MatMulInteger", "DynamicQuantizeMatMul") for n in proto.graph.node)
-    assert main(["export", str(tiny_checkpoint), "--format", "onnx", "--out", str(out), "--check-images",
+    assert main(["export", str(tiny_checkpoint), "--format", "onnx", "--out", str(out), "--force", "--check-images",
                  str(tmp_path / "nothing-here")]) == 2
 
 
@@ -57,7 +57,8 @@ def test_cli_export_static_int8_checks_agreement(tiny_checkpoint, tmp_path, caps
     write_images(tmp_path / "imgs", 3)
     write_images(tmp_path / "calib", 4)
     out = tmp_path / "model.onnx"
-    base = ["export", str(tiny_checkpoint), "--format", "onnx", "--out", str(out), "--check-images", str(tmp_path / "imgs")]
+    base = ["export", str(tiny_checkpoint), "--format", "onnx", "--out", str(out), "--force", "--check-images",
+            str(tmp_path / "imgs")]
     assert main(base + ["--int8", "static"]) == 2
     assert "--calib-images" in capsys.readouterr().err
     assert main(base + ["--int8", "static", "--calib-images", str(tmp_path / "calib"), "--min-agreement", "0"]) == 0

@@ -6,11 +6,16 @@ import argparse
 import time
 from typing import Any
 
+from .arguments import non_negative_int, positive_int, writable_folder
+from .choices import ENV_CACHE_DIR
+
 
 def cmd_cache(args: argparse.Namespace) -> int:
     """Build (or verify) the cache entry of each split; one line per split with its decode rate."""
     from ..data import build_dataset
 
+    if args.cache_dir is not None:
+        writable_folder(args.cache_dir, "--cache-dir")
     kind_kwargs: dict[str, Any] = {}
     if args.dataset in ("cifar10", "cifar100"):
         kind_kwargs.update(root=args.root, download=args.download)
@@ -26,15 +31,16 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from ..data.cache import ENV_CACHE_DIR
-
     p = subparsers.add_parser("cache", help="decode a dataset once into the uint8 memory-mapped cache (with img/s)")
     p.add_argument("dataset", help="ImageFolder root, 'imagefolder:<root>', 'cifar10' or 'cifar100'")
-    p.add_argument("--splits", nargs="+", default=["train", "val"], choices=["train", "val", "test"])
-    p.add_argument("--storage-size", type=int, default=None, help="short side stored in the cache (default: as is)")
+    p.add_argument("--splits", nargs="+", default=["train", "val"], choices=["train", "val", "test"],
+                   help="splits to decode")
+    p.add_argument("--storage-size", type=positive_int, default=None, help="short side stored in the cache (default: as is)")
     p.add_argument("--cache-dir", default=None, help=f"default ${ENV_CACHE_DIR} or ./.cache/vitkit")
-    p.add_argument("--workers", type=int, default=None, help="decode processes (default: CPUs, at most 8)")
-    p.add_argument("--bad-files", choices=["skip", "error"], default="skip")
-    p.add_argument("--root", default=None, help="cifar10/cifar100: folder holding the python batches")
+    p.add_argument("--workers", type=non_negative_int, default=None, help="decode processes (default: CPUs, at most 8)")
+    p.add_argument("--bad-files", choices=["skip", "error"], default="skip",
+                   help="an unreadable image: skip it (and list it) or stop")
+    p.add_argument("--root", default=None, help="cifar10/cifar100: folder holding the python batches (default: "
+                                                "<cache dir>/downloads)")
     p.add_argument("--download", action="store_true", help="cifar10/cifar100: download if missing (md5 checked)")
     p.set_defaults(func=cmd_cache)

@@ -6,13 +6,19 @@ import argparse
 import json
 from pathlib import Path
 
+from .arguments import existing_file, inference_device, positive_int, writable_folder
+from .choices import INFERENCE_PRECISIONS
+
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from ..train import ConfigError, evaluate_checkpoint, parse_override
     from ..utils.allocator import retain_for_inference
 
     retain_for_inference()
+    existing_file(args.checkpoint, "checkpoint")
     out = args.out or str(Path(args.checkpoint).parent / f"eval-{args.split}")
+    writable_folder(out, "--out")
+    device = inference_device(args.device, args.precision)
     try:
         options = dict(parse_override(text) for text in args.data_arg)
     except ConfigError as err:
@@ -24,7 +30,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         transform, precision = quantize_dynamic_int8, "fp32"
     result = evaluate_checkpoint(args.checkpoint, args.data, split=args.split, root=args.root,
-                                 batch_size=args.batch_size, precision=precision, device=args.device, out_dir=out,
+                                 batch_size=args.batch_size, precision=precision, device=device, out_dir=out,
                                  dataset_kwargs=options, model_transform=transform, hflip_tta=args.hflip_tta)
     from ..viz.figures import plot_confusion
 
@@ -45,14 +51,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("eval", help="top-1/top-5, per-class accuracy and a confusion matrix of a checkpoint")
     p.add_argument("checkpoint", help="a vitkit .safetensors file (e.g. runs/<run>/best.safetensors)")
     p.add_argument("--data", required=True, help="digits, synthetic, cifar10, or a folder")
-    p.add_argument("--root", help="root folder for cifar10/cifar100 python batches")
+    p.add_argument("--root", help="root folder for cifar10/cifar100 python batches (default: <cache dir>/downloads)")
     p.add_argument("--data-arg", action="append", default=[], metavar="KEY=VALUE",
-                   help="an option of the dataset kind, as data.kwargs in training (e.g. num_samples=128)")
-    p.add_argument("--split", default="test", choices=("train", "val", "test"))
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16", "int8"),
-                   help="int8: dynamic INT8 quantization of the Linear layers (CPU)")
-    p.add_argument("--device", default="cpu")
+                   help="an option of the dataset kind, as data.kwargs in training (e.g. num_samples=128; "
+                        "repeatable; default: none)")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"), help="split to evaluate")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="images per forward pass")
+    p.add_argument("--precision", default="fp32", choices=INFERENCE_PRECISIONS,
+                   help="bf16/fp16 = autocast; int8: dynamic INT8 quantization of the Linear layers (CPU)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (CUDA when present; int8: cpu)")
     p.add_argument("--hflip-tta", action="store_true",
                    help="test-time augmentation: average the logits of each image and its mirror image")
     p.add_argument("--out", help="folder for eval.json and confusion.png (default: <checkpoint dir>/eval-<split>)")

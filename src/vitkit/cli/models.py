@@ -52,5 +52,5 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_models)
 
     p = subparsers.add_parser("smoke", help="forward every registered model once on a random image")
-    p.add_argument("pattern", nargs="?", default="*")
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style filter of the model names")
     p.set_defaults(func=cmd_smoke)

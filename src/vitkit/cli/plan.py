@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from .arguments import positive_int
+from .choices import PLAN_OPTIMIZERS, PLAN_PRECISIONS, PLAN_STRATEGIES
+
 
 def cmd_plan(args: argparse.Namespace) -> int:
     import torch
@@ -14,6 +17,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     if not 0.0 <= args.token_dropout < 1.0:
         raise ValueError(f"--token-dropout must be in [0, 1), got {args.token_dropout}")
+    if args.batch_size is not None:  # as data.batch_size in training: one forward pass, accumulated --accum times
+        args.batch = args.batch_size * args.accum
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     on_cpu = bool(args.gpu and args.gpu.lower().startswith("cpu")) or (args.measure and device.startswith("cpu"))
     fused = not args.explicit_attention and runs_fused_attention("cpu" if on_cpu else "cuda", args.precision)
@@ -39,20 +44,22 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from ..plan.memory import OPTIMIZERS, PRECISIONS
-    from ..plan.planner import STRATEGIES
-
     p = subparsers.add_parser("plan", help="memory / FLOPs / time of a configuration on common accelerators")
     p.add_argument("model", help="registered model name, e.g. vit_base_patch16_224")
     p.add_argument("--img-size", type=int, default=None, help="input resolution (default: the model's)")
-    p.add_argument("--batch", type=int, default=32, help="global batch per optimizer step (devices x accum x micro)")
-    p.add_argument("--mode", choices=("train", "infer"), default="train")
-    p.add_argument("--precision", choices=PRECISIONS, default="bf16")
-    p.add_argument("--optimizer", choices=tuple(OPTIMIZERS), default="adamw")
-    p.add_argument("--grad-checkpointing", action="store_true")
+    batch = p.add_mutually_exclusive_group()
+    batch.add_argument("-b", "--batch-size", type=positive_int, default=None,
+                       help="images per forward pass across all devices, as -b/--batch-size in vitkit train: an "
+                            "optimizer step sees this x --accum (default: --batch)")
+    batch.add_argument("--batch", type=int, default=32,
+                       help="global batch per optimizer step (devices x accum x micro-batch)")
+    p.add_argument("--mode", choices=("train", "infer"), default="train", help="what the memory is planned for")
+    p.add_argument("--precision", choices=PLAN_PRECISIONS, default="bf16", help="number format of the step")
+    p.add_argument("--optimizer", choices=PLAN_OPTIMIZERS, default="adamw", help="optimizer whose state is counted")
+    p.add_argument("--grad-checkpointing", action="store_true", help="recompute block activations in backward")
     p.add_argument("--accum", type=int, default=1, help="gradient accumulation steps")
-    p.add_argument("--devices", type=int, default=1)
-    p.add_argument("--strategy", choices=STRATEGIES, default="single")
+    p.add_argument("--devices", type=int, default=1, help="accelerators the batch is spread over")
+    p.add_argument("--strategy", choices=PLAN_STRATEGIES, default="single", help="how several devices share the model")
     p.add_argument("--token-dropout", type=float, default=0.0, metavar="FRACTION",
                    help="fraction of patch tokens dropped while training (0 = off)")
     p.add_argument("--gpu", default=None,

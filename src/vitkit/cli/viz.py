@@ -6,6 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from .arguments import positive_int
+from .choices import HEAD_FUSIONS
+
 
 def parse_size(text: str) -> tuple[int, int]:
     """'224' -> (224, 224); '224x320' -> (224, 320)."""
@@ -70,15 +73,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from ..viz.attention import HEAD_FUSIONS
-
     viz = subparsers.add_parser("viz", help="pictures of a model (attention, position embeddings, filters), run reports")
     sub = viz.add_subparsers(dest="viz_command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("checkpoint", help="a vitkit .safetensors checkpoint (or a registered model name: random weights)")
         p.add_argument("--out", default="viz", help="folder for the PNG files (default: ./viz)")
-        p.add_argument("--dpi", type=int, default=100)
+        p.add_argument("--dpi", type=positive_int, default=100, help="resolution of the PNG files")
 
     p = sub.add_parser("attention", help="attention rollout over each image + the last block's per-head maps")
     common(p)
@@ -88,21 +89,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="fraction of the weakest attention entries dropped per block before the rollout (e.g. 0.9)")
     p.add_argument("--size", type=parse_size, help="input size N or HxW (position embedding resampled); default: "
                    "the checkpoint's")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="where the model runs")
     p.set_defaults(func=cmd_attention)
 
     p = sub.add_parser("posembed", help="cosine similarity of each patch's position embedding with all others")
     common(p)
-    p.add_argument("--size", type=parse_size, help="draw the embedding resampled to this input size")
+    p.add_argument("--size", type=parse_size,
+                   help="draw the embedding resampled to this input size (default: the checkpoint's)")
     p.set_defaults(func=cmd_posembed)
 
     p = sub.add_parser("filters", help="first principal components of the patch-embedding filters")
     common(p)
-    p.add_argument("--count", type=int, default=28, help="number of components (the ViT paper shows 28)")
+    p.add_argument("--count", type=positive_int, default=28, help="number of components (the ViT paper shows 28)")
     p.set_defaults(func=cmd_filters)
 
     p = sub.add_parser("report", help="(re)write report.html of a training run directory")
     p.add_argument("run_dir", help="a run directory (holds config.yaml, best.safetensors, metrics.jsonl ...)")
     p.add_argument("--checkpoint", help="weights to report on (default: RUN_DIR/best.safetensors)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="where the model runs")
     p.set_defaults(func=cmd_report)

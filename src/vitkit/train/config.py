@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -37,6 +38,20 @@ class ModelConfig:
         reserved = {"num_classes", "in_chans", "img_size", "drop_path_rate", "drop_rate", "token_keep_rate"}
         clash = sorted(reserved & set(self.kwargs))
         require(not clash, "model.kwargs", f"must not set {clash}: they come from the data or have their own key", clash)
+        if self.kwargs:
+            self._check_kwargs_against_architecture()
+
+    def _check_kwargs_against_architecture(self) -> None:
+        """An argument the architecture does not take, or a size it cannot build (depth 0), fails here, before any
+        data is decoded. A name the registry does not know is left to the model's builder, which resolves it."""
+        from ..models.registry import ModelArgumentError, UnknownModelError, check_model_arguments
+
+        try:
+            check_model_arguments(self.name, self.kwargs)
+        except UnknownModelError:
+            return
+        except ModelArgumentError as err:
+            raise ConfigError(f"model.kwargs: {err}") from None
 
 
 @dataclass
@@ -438,24 +453,51 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise ConfigError(f"override {text!r} is not of the form section.key=value (e.g. optim.lr=1e-3)")
     key, raw = text.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+        value = yaml.load(raw, Loader=_ConfigLoader) if raw.strip() else ""
+    except (yaml.YAMLError, ValueError):  # ValueError: a tag whose text does not convert (!!float abc)
         value = raw
+    if _refers_to_itself(value):
+        raise ConfigError(f"{key.strip()}: the value {raw!r} refers to itself (a YAML alias inside its anchor)")
     return key.strip(), value
 
 
-def load_config(recipe: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """The embedded default, then a YAML recipe, then ``section.key=value`` overrides; validated as a whole."""
+class _ConfigLoader(yaml.SafeLoader):
+    """YAML's safe reader for recipes and overrides, except that a date or time stays the text it was
+    (``run_name=2026-12-01`` is a name, and ``2026-13-01`` would otherwise be a ValueError from the date
+    constructor)."""
+
+
+_ConfigLoader.add_constructor("tag:yaml.org,2002:timestamp", lambda loader, node: loader.construct_scalar(node))
+
+
+def _refers_to_itself(value: Any, inside: tuple[int, ...] = ()) -> bool:
+    """Whether a parsed value contains itself (``&a [*a]``), which no check or YAML dump could walk to its end."""
+    if not isinstance(value, (list, dict)):
+        return False
+    if id(value) in inside:
+        return True
+    items = value.values() if isinstance(value, dict) else value
+    return any(_refers_to_itself(item, (*inside, id(value))) for item in items)
+
+
+def load_config(recipe: str | Path | None = None, overrides: Iterable[str] = (),
+                settings: Iterable[tuple[str, Any]] = ()) -> Config:
+    """The embedded default, then a YAML recipe, then ``settings`` (``(section.key, value)`` pairs of already typed
+    values: the command line's shorthands), then ``section.key=value`` overrides; validated as a whole."""
     cfg = Config()
     if recipe is not None:
         path = Path(recipe)
         if not path.is_file():
             raise ConfigError(f"recipe not found: {path}")
         try:
-            mapping = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
+            mapping = yaml.load(path.read_text(), Loader=_ConfigLoader) or {}
+        except (yaml.YAMLError, ValueError) as err:
             raise ConfigError(f"recipe {path} is not valid YAML: {err}") from None
+        if _refers_to_itself(mapping):
+            raise ConfigError(f"recipe {path} holds a value that refers to itself (a YAML alias inside its anchor)")
         apply_mapping(cfg, mapping, source=str(path))
+    for dotted, value in settings:
+        set_value(cfg, dotted, value)
     for text in overrides:
         set_value(cfg, *parse_override(text))
     return cfg.validate()
