@@ -185,3 +185,32 @@ def test_two_single_process_nodes_train_like_one_two_process_run(tmp_path, two_p
     diff = max_abs_diff(last_weights(run_dir), last_weights(two_process_reference("ddp")))
     assert diff < 1e-5, f"two nodes differ from one 2-process torchrun by {diff}"
 
+
+# What torchrun does to the program of a restarted worker group: TORCHELASTIC_RESTART_COUNT counts this agent's
+# restarts, so a machine that joins a restarted group afresh (a replacement for a lost one) says 0 where the others
+# say 1.
+_RESTARTED = """
+import os, runpy, sys
+os.environ["TORCHELASTIC_RESTART_COUNT"] = "1"
+sys.argv = ["vitkit", *sys.argv[1:]]
+runpy.run_module("vitkit", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_a_replacement_machine_joins_the_restarted_run(tmp_path, two_process_reference):
+    """A run killed after step 3 is continued by a restarted group of two machines, one of them restarted (restart
+    count 1) and one a fresh replacement (count 0): both continue the same run from its step-2 last.pt, to the
+    weights of an uninterrupted run."""
+    out = tmp_path / "out"
+    sets = [*TINY, *DDP_SAME, f"checkpoint.out_dir={out}", "checkpoint.every_steps=2"]
+    crashed = torchrun_killed(3, sets, tmp_path)
+    assert crashed.returncode != 0
+    run_dir = _only_run(out)
+    assert torch.load(run_dir / "last.pt", weights_only=True)["step"] == 2
+    restarted = tmp_path / "restarted_worker.py"
+    restarted.write_text(_RESTARTED)
+    program = ["train", *cli_sets(sets)]
+    two_nodes(tmp_path, [[str(restarted), *program], ["-m", "vitkit", *program]], timeout=120)
+    assert _only_run(out) == run_dir  # no second run: the replacement continued the same one
+    diff = max_abs_diff(last_weights(run_dir), last_weights(two_process_reference("ddp")))
+    assert diff < 1e-5, f"the continued run differs from an uninterrupted one by {diff}"

@@ -53,6 +53,7 @@ from .checkpoint import (
 from .config import Config
 from .distributed import (
     DistInfo,
+    all_reduce_max,
     all_reduce_sum,
     barrier,
     broadcast_object,
@@ -105,16 +106,23 @@ def build_datasets(cfg: Config) -> tuple:
     return tuple(build_dataset(cfg.data.name, split, **common, **kind) for split in ("train", "val", "test"))
 
 
-def _resume_after_elastic_restart(cfg: Config) -> None:
+def _resume_after_elastic_restart(cfg: Config, info: DistInfo, device: torch.device) -> None:
     """torchrun --max-restarts: a restarted worker group continues the run its previous attempt checkpointed (the
-    newest run of this run_name); with nothing checkpointed yet it starts afresh."""
-    if cfg.checkpoint.resume or int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) == 0:
+    newest run of this run_name); with nothing checkpointed yet it starts afresh. The ranks decide together: a machine
+    that joined the restarted group afresh counts no restart of its own, and every rank must continue the run that
+    rank 0 found, or none."""
+    if cfg.checkpoint.resume:
         return
-    try:
-        last = resolve_resume("auto", cfg.checkpoint.out_dir, cfg.checkpoint.run_name or cfg.model.name)
-    except FileNotFoundError:
+    if all_reduce_max(int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")), device, info) == 0:
         return
-    cfg.checkpoint.resume = str(last.parent)
+    found = None
+    if info.is_main:
+        with contextlib.suppress(FileNotFoundError):
+            found = str(resolve_resume("auto", cfg.checkpoint.out_dir,
+                                       cfg.checkpoint.run_name or cfg.model.name).parent)
+    found = broadcast_object(found, info)
+    if found is not None:
+        cfg.checkpoint.resume = found
 
 
 def train(cfg: Config, model: nn.Module | None = None, callbacks: Iterable[StepCallback] = ()) -> dict[str, Any]:
@@ -124,12 +132,12 @@ def train(cfg: Config, model: nn.Module | None = None, callbacks: Iterable[StepC
     ``callbacks``: functions called after every optimizer step with the loop's :class:`LoopState`.
     """
     cfg.validate()
-    _resume_after_elastic_restart(cfg)
     t_start = time.perf_counter()
     wants_cuda = cfg.train.device == "cuda" or (cfg.train.device == "auto" and torch.cuda.is_available())
     info = setup_distributed(cfg.dist, "cuda" if wants_cuda else "cpu")
     try:
         device = resolve_device(cfg.train.device, info.local_rank)
+        _resume_after_elastic_restart(cfg, info, device)
         return Trainer(cfg, model, info, device, t_start, tuple(callbacks)).run()
     finally:
         cleanup(info)
