@@ -164,9 +164,8 @@ def test_large_jpegs_decode_at_reduced_size_but_never_below_the_resize():
 
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(_random((3, 300, 400)).permute(1, 2, 0).numpy())).save(buf, "JPEG")
-    spec = Preprocessing((32, 32), crop_pct=0.875, **RGB)  # resize_size 36: a 1/8 decode (50 x 38) still covers it
+    spec = Preprocessing((16, 16), **RGB)  # decode_min_size 64 x 64: a 1/4 decode (100 x 75) still covers it
     image = spec.decode(buf.getvalue(), "big.jpg")
-    assert tuple(image.shape) == (3, 38, 50)
-    assert min(image.shape[-2:]) >= max(spec.resize_size)
-    full = Preprocessing((300, 300), **RGB).decode(buf.getvalue())  # needs every pixel: decoded whole
+    assert spec.decode_min_size == (64, 64) and tuple(image.shape) == (3, 75, 100)
+    full = Preprocessing((100, 100), **RGB).decode(buf.getvalue())  # would need 400 x 400: decoded whole
     assert tuple(full.shape) == (3, 300, 400)

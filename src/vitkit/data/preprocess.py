@@ -10,7 +10,7 @@ a Hugging Face export as an image-processor config that reproduces it.
 
 The steps, in order:
 
-0. decoding (:meth:`Preprocessing.decode`): large JPEGs at reduced size, never below ``resize_size``;
+0. decoding (:meth:`Preprocessing.decode`): very large JPEGs at reduced size, never below 4 x ``resize_size``;
 1. channels: decoded images are RGB; a 1-channel model gets their luminance, a 3-channel model given a grayscale
    tensor gets it repeated;
 2. resize (skipped when the image already has the target size), antialiased, with ``interpolation``:
@@ -45,6 +45,8 @@ INTERPOLATIONS = {
     "bicubic": InterpolationMode.BICUBIC,
 }
 CHANNEL_ORDERS = ("RGB",)
+#: a reduced-size JPEG decode keeps at least this many times the resize size (see Preprocessing.decode_min_size)
+DECODE_OVERSAMPLE = 4
 #: keys of :meth:`Preprocessing.to_dict` that are derived from the others (written for readers, ignored on reading)
 DERIVED_KEYS = ("resize_size",)
 
@@ -186,12 +188,20 @@ class Preprocessing:
 
     # --- decoding ---------------------------------------------------------------------------------------------------
 
+    @property
+    def decode_min_size(self) -> tuple[int, int]:
+        """(H, W) a reduced-size JPEG decode must still cover: :data:`DECODE_OVERSAMPLE` x ``resize_size``, so the
+        antialiased resize that follows averages the decoder's own downscaling out (at 1 x, a 1/8 decode moves a
+        small model's probabilities by up to 0.1 against a full decode)."""
+        rh, rw = self.resize_size
+        return DECODE_OVERSAMPLE * rh, DECODE_OVERSAMPLE * rw
+
     def decode(self, data: bytes, path: str = "<bytes>", max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
         """Encoded bytes -> uint8 RGB (3, H, W), as every vitkit road decodes for this preprocessing: a JPEG at
-        least twice ``resize_size`` on both sides is decoded at reduced size by the JPEG decoder (every side still
-        at least ``resize_size``), since the resize would discard those pixels anyway; everything else in full.
+        least twice :attr:`decode_min_size` on both sides is decoded at reduced size by the JPEG decoder (every side
+        still at least that), since the resize would discard those pixels anyway; everything else in full.
         Raises :class:`~vitkit.data.decode.BadImageError`."""
-        return decode_rgb(data, path, max_pixels, min_size=self.resize_size)
+        return decode_rgb(data, path, max_pixels, min_size=self.decode_min_size)
 
     def read(self, paths: Sequence[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> list[torch.Tensor | BadImageError]:
         """Files through :meth:`decode`: per path, the image or the :class:`BadImageError` that refused it."""

@@ -217,9 +217,9 @@ class MicroBatcher:
 
 
 def decode_floor(spec: InferenceSpec) -> tuple[int, int]:
-    """(H, W) the eval transform resizes to before its center crop: a decode need not be larger than this. The
-    preprocessing's own rule (``Preprocessing.decode``), so predict and eval decode a file as the service does."""
-    return spec.resize_size
+    """(H, W) a reduced-size decode must still cover: the preprocessing's own rule (``Preprocessing.decode``), so
+    predict and eval decode a file as the service does."""
+    return spec.decode_min_size
 
 
 class ImageDecoder:
