@@ -21,8 +21,9 @@ import time
 from pathlib import Path
 
 import torch
-from train_throughput_cpu import cpu_model, load
+from _common import load
 
+from vitkit.runtime import machine_info
 from vitkit.train import load_config, train
 from vitkit.utils.fileio import atomic_write_text
 
@@ -82,7 +83,7 @@ def main() -> None:
 
     result = {
         "benchmark": "distill", "command": "PYTHONPATH=src python " + " ".join(sys.argv),
-        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__},
+        "machine": machine_info(),
         "data": str(DATA), "batch": BATCH, "budget_s": {"teacher": args.teacher_s, "student": args.student_s},
         "teacher": teacher, "student_config": STUDENT,
         "student_plain": plain, "student_distilled": {"distill": "hard, alpha 0.5", **distilled},

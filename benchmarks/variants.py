@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -22,11 +21,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _common import load
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
-from train_throughput_cpu import cpu_model, load
 
 import vitkit
+from vitkit.runtime import machine_info
 from vitkit.utils.fileio import atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
@@ -136,8 +136,7 @@ def main() -> None:
         rows.append(measure(*case, repeats=args.repeats))
         print(json.dumps(rows[-1]), flush=True)
     result = {"benchmark": "variants", "command": "PYTHONPATH=src python " + " ".join(sys.argv),
-              "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": args.threads,
-                          "torch": torch.__version__},
+              "machine": machine_info(), "threads": args.threads,
               "precision": "fp32", "rows": rows, "table_markdown": table(rows)}
     print(result["table_markdown"])
     atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
