@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# The suite runs in one pytest-xdist worker per core (at most 8), each computing on one thread (tests/conftest.py).
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 8 ] && n=8; echo $$n)
 
 .PHONY: setup run test lint clean chromium
 
@@ -20,7 +22,7 @@ run: setup  # the embedded default: a small ViT on digits, about a minute on a C
 
 test: setup chromium
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope
 
 # Headless browser for the report test (tests/viz/test_report.py renders report.html). Debian's `chromium`, installed
 # here (about 30 s) when missing and we are root with apt-get; otherwise that one test is skipped and says why.

@@ -52,10 +52,12 @@ def test_torch_int8_replaces_linears_and_keeps_accuracy():
     assert agreement >= 0.95 and abs(int8["top1"] - fp32["top1"]) <= 0.05
 
 
-def test_torchao_int8_quantizes_linears_and_keeps_accuracy_compiled():
-    """The compile_int8 path: torchao int8 weights in every Linear, run under torch.compile as vitkit runs it."""
+def test_torchao_int8_quantizes_linears_and_keeps_accuracy_compiled(tmp_path):
+    """The compile_int8 path: torchao int8 weights in every Linear, run under torch.compile by `vitkit bench`'s own
+    runner (the one compilation of it in the suite: tests/infer/test_bench.py leaves it to this test)."""
     pytest.importorskip("torchao")
     from vitkit.infer import quantize_torchao_int8
+    from vitkit.infer.bench import build_runner
 
     model = _confident_model()
     q = quantize_torchao_int8(model)
@@ -64,9 +66,8 @@ def test_torchao_int8_quantizes_linears_and_keeps_accuracy_compiled():
     assert all(type(m.weight) is nn.Parameter for m in model.modules() if isinstance(m, nn.Linear))  # untouched
     batches = _labelled_batches(model)
     try:
-        compiled = torch.compile(q)
-        with torch.inference_mode():
-            int8 = top1_accuracy(compiled, batches)
+        runner = build_runner("compile_int8", model, torch.device("cpu"), tmp_path, batches[0][0])
+        int8 = top1_accuracy(runner, batches)
     finally:
         torch._dynamo.reset()
     fp32 = top1_accuracy(model, batches)

@@ -6,16 +6,20 @@ import torch
 import vitkit
 from tests.helpers.plan import SMALL
 from vitkit.models import VisionTransformer
-from vitkit.plan.flops import ViTShape, counted_flops, vit_flops
+from vitkit.plan.flops import ViTShape, closed_form_shape_of, counted_flops, model_summary, vit_flops
 
 
 @pytest.mark.parametrize("name", ["vit_tiny_patch16_224", "vit_base_patch32_384", "vit_small_patch16_reg4_gap_256",
-                                  "simplevit_small_patch16_224", "vit_huge_patch14_224"])
+                                  "simplevit_small_patch16_224", "vit_huge_patch14_224",
+                                  "deit_tiny_distilled_patch16_224"])
 def test_forward_flops_equal_torch_counter(name):
+    """The closed form that `vitkit models` and the planner use is the counter's figure, DeiT's second head included."""
     with torch.device("meta"):
         model = vitkit.create_model(name)
-    shape = ViTShape.from_config(model.config)
-    assert vit_flops(shape, "infer")["total"] == counted_flops(model, (3, *shape.img_size), 1, "infer")
+    shape = closed_form_shape_of(model)
+    counted = counted_flops(model, (3, *shape.img_size), 1, "infer")
+    assert vit_flops(shape, "infer")["total"] == counted
+    assert model_summary(name)["gflops"] == counted / 1e9
 
 
 @pytest.mark.parametrize("ckpt", [False, True])

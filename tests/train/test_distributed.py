@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -76,53 +77,53 @@ def _logged_steps(run_dir: Path) -> list[int]:
     return [r["step"] for r in records if r["kind"] == "step"]
 
 
+@dataclass
+class Reference:
+    run_dir: Path
+    stdout: str
+
+
 @pytest.fixture(scope="module")
 def two_process_reference(tmp_path_factory):
-    """Uninterrupted 2-process runs of the killed runs' config, one per strategy, made once for the module."""
-    made: dict[str, Path] = {}
+    """Uninterrupted ``torchrun --nproc_per_node 2`` runs of DDP_SAME, one per strategy, made once for the module:
+    what the killed, restarted and two-node runs must reproduce."""
+    made: dict[str, Reference] = {}
 
-    def reference(strategy: str) -> Path:
+    def reference(strategy: str) -> Reference:
         if strategy not in made:
             tmp = tmp_path_factory.mktemp(f"reference-{strategy}")
             sets = [*TINY, *DDP_SAME, f"checkpoint.out_dir={tmp / 'out'}", f"dist.strategy={strategy}"]
             proc = torchrun(["train", *cli_sets(sets)], tmp)
             assert proc.returncode == 0, proc.stderr[-4000:]
-            made[strategy] = _only_run(tmp / "out")
+            made[strategy] = Reference(_only_run(tmp / "out"), proc.stdout)
         return made[strategy]
 
     return reference
 
 
-def test_ddp_two_processes_match_one(tmp_path):
-    out = tmp_path / "ddp"
-    proc = torchrun(["train", *cli_sets([*TINY, *DDP_SAME, f"checkpoint.out_dir={out}"])], tmp_path)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    assert proc.stdout.count("test accuracy") == 1  # rank 0 alone reports
-    run_dir = next(out.iterdir())
-    single = train(tiny_config(tmp_path / "single", *DDP_SAME))
-    diff = max_abs_diff(last_weights(run_dir), last_weights(single["run_dir"]))
+@pytest.fixture(scope="module")
+def one_process_weights(tmp_path_factory) -> dict[str, torch.Tensor]:
+    """DDP_SAME trained in this process: the weights a 2-process run must equal."""
+    return last_weights(train(tiny_config(tmp_path_factory.mktemp("one-process"), *DDP_SAME))["run_dir"])
+
+
+def test_ddp_two_processes_match_one(tmp_path, two_process_reference, one_process_weights):
+    ddp = two_process_reference("ddp")
+    assert ddp.stdout.count("test accuracy") == 1  # rank 0 alone reports
     start = train(tiny_config(tmp_path / "start", *DDP_SAME, "optim.lr=1e-30"))  # ~ the initial weights
-    assert max_abs_diff(last_weights(start["run_dir"]), last_weights(single["run_dir"])) > 1e-3
+    assert max_abs_diff(last_weights(start["run_dir"]), one_process_weights) > 1e-3
+    diff = max_abs_diff(last_weights(ddp.run_dir), one_process_weights)
     assert diff < 1e-5, f"DDP weights differ from 1 process by {diff}"
-    summary = torch.load(run_dir / "last.pt", weights_only=True)
-    assert summary["geometry"] == [8, 2, 2]  # 8 images per process x 2 accumulation x 2 processes
+    state = torch.load(ddp.run_dir / "last.pt", weights_only=True)
+    assert state["geometry"] == [8, 2, 2]  # 8 images per process x 2 accumulation x 2 processes
 
 
-def test_fsdp2_two_processes_crash_resume_match_one(tmp_path):
-    """FSDP2 (fully_shard) on CPU/gloo: killed after step 3, resumed from the step-2 state, same weights as 1 process."""
-    out = tmp_path / "fsdp"
-    overrides = [*TINY, *DDP_SAME, f"checkpoint.out_dir={out}", "dist.strategy=fsdp", "checkpoint.every_steps=2"]
-    sets = cli_sets(overrides)
-    crashed = torchrun_killed(3, overrides, tmp_path)
-    assert crashed.returncode != 0
-    run_dir = next(out.iterdir())
-    assert torch.load(run_dir / "last.pt", weights_only=True)["step"] == 2
-    resumed = torchrun(["train", *sets, "--resume", str(run_dir)], tmp_path)
-    assert resumed.returncode == 0, resumed.stderr[-4000:]
-    single = train(tiny_config(tmp_path / "single", *DDP_SAME))
-    diff = max_abs_diff(last_weights(run_dir), last_weights(single["run_dir"]))
+def test_fsdp2_two_processes_match_one(two_process_reference, one_process_weights):
+    """FSDP2 (fully_shard) on CPU/gloo: the same weights as 1 process (its kill and resume: the test below)."""
+    fsdp = two_process_reference("fsdp")
+    diff = max_abs_diff(last_weights(fsdp.run_dir), one_process_weights)
     assert diff < 1e-5, f"FSDP2 weights differ from 1 process by {diff}"
-    best = vitkit.load_checkpoint(run_dir / "best.safetensors")  # gathered full weights rebuild the model
+    best = vitkit.load_checkpoint(fsdp.run_dir / "best.safetensors")  # gathered full weights rebuild the model
     assert best.num_classes == 4
 
 
@@ -142,23 +143,23 @@ def test_a_killed_worker_is_restarted_and_the_run_resumes_by_itself(tmp_path, st
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["checkpoint"]["resume"] == str(run_dir)
     assert _logged_steps(run_dir) == [1, 2, 3, 4]  # steps 1-3 of the killed attempt above step 2 were dropped
     assert json.loads((run_dir / "summary.json").read_text())["steps"] == 4
-    reference = last_weights(two_process_reference(strategy))
+    reference = last_weights(two_process_reference(strategy).run_dir)
     resumed = last_weights(run_dir)
     assert all(torch.equal(resumed[k], reference[k]) for k in reference), \
         f"restarted run differs from the uninterrupted one by {max_abs_diff(resumed, reference)}"
 
 
-def two_nodes(tmp_path: Path, programs: list[list[str]], timeout: float = TORCHRUN_TIMEOUT_S) -> list[str]:
+def two_nodes(tmp_path: Path, programs: list[list[str]], timeout: float = TORCHRUN_TIMEOUT_S,
+              logs: str = "node") -> list[subprocess.Popen]:
     """One ``torchrun --nnodes 2 --nproc-per-node 1`` per program, started together and joined by a c10d rendezvous
-    on 127.0.0.1, as two machines would be; returns their stdouts once both succeeded."""
+    on 127.0.0.1, as two machines would be; returns the finished torchruns, their output in ``<logs><n>.out/.err``."""
     port = _free_port()
     launcher = ["--nnodes=2", "--nproc-per-node=1", "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}",
                 f"--rdzv-id=vitkit-two-nodes-{port}", "--local-addr=127.0.0.1"]
-    logs = [(tmp_path / f"node{n}.out", tmp_path / f"node{n}.err") for n in range(len(programs))]
     nodes = []
     try:
-        for program, (stdout, stderr) in zip(programs, logs):  # files, not pipes: an unread pipe could stall a node
-            with open(stdout, "w") as so, open(stderr, "w") as se:
+        for n, program in enumerate(programs):  # files, not pipes: an unread pipe could stall a node
+            with open(tmp_path / f"{logs}{n}.out", "w") as so, open(tmp_path / f"{logs}{n}.err", "w") as se:
                 nodes.append(subprocess.Popen(_torchrun_cmd(launcher, program), cwd=tmp_path, env=_env(), stdout=so,
                                               stderr=se))
         for node in nodes:
@@ -168,22 +169,7 @@ def two_nodes(tmp_path: Path, programs: list[list[str]], timeout: float = TORCHR
             if node.poll() is None:
                 node.kill()
                 node.wait()
-    for node, (_, stderr) in zip(nodes, logs):
-        assert node.returncode == 0, stderr.read_text()[-4000:]
-    return [stdout.read_text() for stdout, _ in logs]
-
-
-def test_two_single_process_nodes_train_like_one_two_process_run(tmp_path, two_process_reference):
-    """Two torchrun invocations (--nnodes 2, one process each) meet at a c10d rendezvous on 127.0.0.1, as two
-    machines would, and train the same weights as one ``torchrun --nproc_per_node 2``."""
-    out = tmp_path / "out"
-    program = ["-m", "vitkit", "train", *cli_sets([*TINY, *DDP_SAME, f"checkpoint.out_dir={out}"])]
-    stdouts = two_nodes(tmp_path, [program, program])
-    assert sum(stdout.count("test accuracy") for stdout in stdouts) == 1  # one rank 0 over both nodes
-    run_dir = _only_run(out)
-    assert torch.load(run_dir / "last.pt", weights_only=True)["geometry"] == [8, 2, 2]
-    diff = max_abs_diff(last_weights(run_dir), last_weights(two_process_reference("ddp")))
-    assert diff < 1e-5, f"two nodes differ from one 2-process torchrun by {diff}"
+    return nodes
 
 
 # What torchrun does to the program of a restarted worker group: TORCHELASTIC_RESTART_COUNT counts this agent's
@@ -197,20 +183,28 @@ runpy.run_module("vitkit", run_name="__main__", alter_sys=True)
 """
 
 
-def test_a_replacement_machine_joins_the_restarted_run(tmp_path, two_process_reference):
-    """A run killed after step 3 is continued by a restarted group of two machines, one of them restarted (restart
-    count 1) and one a fresh replacement (count 0): both continue the same run from its step-2 last.pt, to the
-    weights of an uninterrupted run."""
+def test_two_single_process_nodes_train_like_one_two_process_run(tmp_path, two_process_reference):
+    """Two torchrun invocations (--nnodes 2, one process each) meet at a c10d rendezvous on 127.0.0.1, as two
+    machines would, and both die after step 3. A restarted group of two machines continues the run from its step-2
+    last.pt: one machine restarted (restart count 1), one a fresh replacement (count 0). The weights at the end are
+    those of one uninterrupted ``torchrun --nproc_per_node 2``."""
     out = tmp_path / "out"
-    sets = [*TINY, *DDP_SAME, f"checkpoint.out_dir={out}", "checkpoint.every_steps=2"]
-    crashed = torchrun_killed(3, sets, tmp_path)
-    assert crashed.returncode != 0
+    sets = [*TINY, *DDP_SAME, f"checkpoint.out_dir={out}", "checkpoint.every_steps=2", "log.every_steps=1"]
+    killed = two_nodes(tmp_path, [[str(FAULT_DRIVER), "3", *cli_sets(sets)]] * 2, logs="killed")
+    assert all(node.returncode != 0 for node in killed)
     run_dir = _only_run(out)
-    assert torch.load(run_dir / "last.pt", weights_only=True)["step"] == 2
+    state = torch.load(run_dir / "last.pt", weights_only=True)
+    assert (state["step"], state["geometry"]) == (2, [8, 2, 2])  # 8 images per process x 2 accumulation x 2 nodes
+
     restarted = tmp_path / "restarted_worker.py"
     restarted.write_text(_RESTARTED)
     program = ["train", *cli_sets(sets)]
-    two_nodes(tmp_path, [[str(restarted), *program], ["-m", "vitkit", *program]], timeout=120)
+    nodes = two_nodes(tmp_path, [[str(restarted), *program], ["-m", "vitkit", *program]], logs="continued")
+    for n, node in enumerate(nodes):
+        assert node.returncode == 0, (tmp_path / f"continued{n}.err").read_text()[-4000:]
+    stdouts = [(tmp_path / f"continued{n}.out").read_text() for n in range(2)]
+    assert sum(stdout.count("test accuracy") for stdout in stdouts) == 1  # one rank 0 over both nodes
     assert _only_run(out) == run_dir  # no second run: the replacement continued the same one
-    diff = max_abs_diff(last_weights(run_dir), last_weights(two_process_reference("ddp")))
-    assert diff < 1e-5, f"the continued run differs from an uninterrupted one by {diff}"
+    assert _logged_steps(run_dir) == [1, 2, 3, 4]
+    diff = max_abs_diff(last_weights(run_dir), last_weights(two_process_reference("ddp").run_dir))
+    assert diff < 1e-5, f"two nodes differ from one 2-process torchrun by {diff}"

@@ -13,7 +13,7 @@ forward does, groups included), so CPU and CUDA counts agree and grouped convolu
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -83,6 +83,7 @@ class ViTShape:
     drop_path: bool
     qkv_bias: bool
     token_keep_rate: float = 1.0
+    classifier_heads: int = 1  # DeiT's distillation head is a second one
 
     @classmethod
     def from_config(cls, config: dict[str, Any], img_size: int | Sequence[int] | None = None,
@@ -119,6 +120,34 @@ class ViTShape:
         return kept + self.num_prefix_tokens
 
 
+# Architectures with the plain ViT's config keys, and their prefix tokens beyond class + registers (DeiT: the
+# distillation token, read by a head of its own).
+PLANNABLE_EXTRA_TOKENS = {"vit": 0, "deit": 1}
+# ViT options outside the closed form (window / linear attention, rotary embeddings, the MLP's depthwise conv)
+CLOSED_FORM_DEFAULTS = {"attention": "softmax", "rope": False, "mlp_dwconv": False}
+
+
+def closed_form_problem(model: nn.Module) -> str | None:
+    """Why the closed forms do not describe ``model`` (a vitkit model), or None when they do."""
+    arch = getattr(model, "arch", None)
+    if arch not in PLANNABLE_EXTRA_TOKENS:
+        return f"it is a {type(model).__name__} (arch {arch!r}); the closed form covers the plain ViT and DeiT"
+    unmodelled = {k: model.config[k] for k, plain in CLOSED_FORM_DEFAULTS.items() if model.config.get(k, plain) != plain}
+    if unmodelled:
+        return f"it sets {unmodelled}; the closed form covers full softmax attention and the plain MLP"
+    return None
+
+
+def closed_form_shape_of(model: nn.Module, token_keep_rate: float | None = None) -> ViTShape:
+    """The :class:`ViTShape` of a plain ViT or DeiT (its distillation token and head counted); ValueError otherwise."""
+    problem = closed_form_problem(model)
+    if problem is not None:
+        raise ValueError(f"no closed form for this model: {problem}")
+    shape = ViTShape.from_config(model.config, token_keep_rate=token_keep_rate)
+    extra = PLANNABLE_EXTRA_TOKENS[model.arch]
+    return replace(shape, num_prefix_tokens=shape.num_prefix_tokens + extra, classifier_heads=1 + extra)
+
+
 def vit_flops(shape: ViTShape, mode: str = "infer", grad_checkpointing: bool = False,
               fused_attention: bool = True) -> dict[str, int]:
     """FLOPs per image by component. mode='train' is forward + backward (+ the recomputed forward if checkpointing).
@@ -132,7 +161,7 @@ def vit_flops(shape: ViTShape, mode: str = "infer", grad_checkpointing: bool = F
     patch = 2 * shape.grid_tokens * shape.in_chans * shape.patch_size**2 * d
     linear = 2 * n * (3 * d * d + d * d + 2 * d * m)  # qkv, proj, fc1, fc2
     attn = 4 * n * n * d  # QK^T and PV
-    head = 2 * d * shape.num_classes
+    head = 2 * d * shape.num_classes * shape.classifier_heads
     per_block_fwd = linear + attn
     out = {"patch_embed": patch, "blocks": shape.depth * per_block_fwd, "head": head}
     if training:
@@ -191,7 +220,9 @@ def forward_flops(model: nn.Module, input_size: Sequence[int], batch: int = 1) -
 
 
 def model_summary(name: str) -> dict:
-    """Params and forward GFLOPs at the registered resolution, computed without allocating weights."""
+    """Params and forward GFLOPs at the registered resolution, computed without allocating weights: in closed form
+    where it applies (equal to the counter's figure: tests/plan/test_flops.py), otherwise counted on the meta
+    device, whose shape-only kernels still cost a good fraction of a second per model."""
     from ..models.registry import create_model, get_model_spec
 
     with torch.device("meta"):
@@ -199,10 +230,13 @@ def model_summary(name: str) -> dict:
     cfg = model.config
     size = cfg.get("img_size") or get_model_spec(name).reference_size
     h, w = (size, size) if isinstance(size, int) else size
-    try:
-        flops = forward_flops(model, (cfg["in_chans"], h, w))
-    except NotImplementedError:  # data-dependent code (NaViT's packing) cannot run on meta tensors: count a real one
-        flops = forward_flops(create_model(name), (cfg["in_chans"], h, w))
+    if closed_form_problem(model) is None:
+        flops = vit_flops(closed_form_shape_of(model), "infer")["total"]
+    else:
+        try:
+            flops = forward_flops(model, (cfg["in_chans"], h, w))
+        except NotImplementedError:  # data-dependent code (NaViT's packing) cannot run on meta tensors: count a real one
+            flops = forward_flops(create_model(name), (cfg["in_chans"], h, w))
     return {
         "name": name,
         "params_m": count_params(model) / 1e6,

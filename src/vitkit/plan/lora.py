@@ -8,9 +8,8 @@ import torch
 
 from ..models.lora import DEFAULT_TARGETS, lora_parameter_count
 from ..models.registry import create_model
-from .flops import ViTShape, count_params
+from .flops import closed_form_problem, closed_form_shape_of, count_params
 from .memory import MemoryEstimate, estimate_memory
-from .planner import PLANNABLE_EXTRA_TOKENS
 
 
 def lora_memory(model_name: str, rank: int = 8, batch: int = 32, precision: str = "bf16", optimizer: str = "adamw",
@@ -23,9 +22,10 @@ def lora_memory(model_name: str, rank: int = 8, batch: int = 32, precision: str 
     """
     with torch.device("meta"):
         model = create_model(model_name, **overrides)
-    if model.arch not in PLANNABLE_EXTRA_TOKENS:
-        raise ValueError(f"the planner models plain ViTs and DeiT; {model_name!r} is a {type(model).__name__}")
-    shape = ViTShape.from_config(model.config)
+    problem = closed_form_problem(model)
+    if problem is not None:
+        raise ValueError(f"the planner models plain ViTs and DeiT in closed form; not {model_name!r}: {problem}")
+    shape = closed_form_shape_of(model)
     params = count_params(model)
     common = dict(mode="train", precision=precision, optimizer=optimizer, grad_checkpointing=grad_checkpointing,
                   num_params=params)

@@ -63,8 +63,8 @@ def _param_counts(shape: ViTShape) -> tuple[int, int, int, int]:
     block_b = (3 * d if shape.qkv_bias else 0) + d + m + d
     block_norm = 4 * d + (4 * (d // shape.num_heads) if shape.qk_norm else 0) + (2 * d if shape.layer_scale else 0)
     block = block_w + block_b + block_norm
-    head_w = d * shape.num_classes
-    head = head_w + shape.num_classes
+    head_w = d * shape.num_classes * shape.classifier_heads
+    head = head_w + shape.num_classes * shape.classifier_heads
     tokens = shape.num_prefix_tokens * d
     pos = (shape.grid_tokens + shape.num_prefix_tokens) * d  # learned; an upper bound for the other kinds
     total = patch_w + d + tokens + pos + L * block + 2 * d + head

@@ -14,7 +14,15 @@ from typing import Any
 import torch
 
 from ..models.contract import VitkitModel
-from .flops import ViTShape, count_params, counted_flops, vit_flops
+from .flops import (
+    CLOSED_FORM_DEFAULTS,
+    PLANNABLE_EXTRA_TOKENS,
+    ViTShape,
+    closed_form_shape_of,
+    count_params,
+    counted_flops,
+    vit_flops,
+)
 from .gpus import ACCELERATORS, Accelerator, get_accelerator, overhead_bytes
 from .memory import MemoryEstimate, estimate_memory
 from .timing import FITTED, StepTime, TimeConstants, step_kernels, step_time
@@ -91,13 +99,6 @@ class Plan:
         return d
 
 
-# Architectures with the plain ViT's config keys, and their prefix tokens beyond class + registers (DeiT: the
-# distillation token).
-PLANNABLE_EXTRA_TOKENS = {"vit": 0, "deit": 1}
-# ViT options outside the closed form (window / linear attention, rotary embeddings, the MLP's depthwise conv)
-CLOSED_FORM_DEFAULTS = {"attention": "softmax", "rope": False, "mlp_dwconv": False}
-
-
 # Architectures without a closed form, planned from a traced run on the meta device (traced.py).
 TRACED_ARCHS = ("levit", "crossvit")
 
@@ -133,9 +134,7 @@ def _shape(req: PlanRequest, model: VitkitModel | None = None) -> tuple[ViTShape
     if unmodelled:
         raise ValueError(f"the planner's closed form covers full softmax attention and the plain MLP; {req.model!r} "
                          f"sets {unmodelled}, whose cost it does not model")
-    shape = ViTShape.from_config(model.config, token_keep_rate=req.token_keep_rate)
-    shape = replace(shape, num_prefix_tokens=shape.num_prefix_tokens + PLANNABLE_EXTRA_TOKENS[arch])
-    return shape, count_params(model), model
+    return closed_form_shape_of(model, token_keep_rate=req.token_keep_rate), count_params(model), model
 
 
 def closed_form_shape(req: PlanRequest) -> tuple[ViTShape, int]:

@@ -173,7 +173,7 @@ def step_kernels(shape: ViTShape, batch: int, mode: str = "train", precision: st
         ks += [Kernel(f"recompute {k.name}", k.flops * shape.depth, k.bytes * shape.depth, k.size,
                       k.count * shape.depth) for k in forward]
     ks.append(Kernel("final norm", 0, 2 * r * batch * n * d))
-    ks += _linear("head", batch, d, shape.num_classes, a, training)
+    ks += _linear("head", batch, d, shape.num_classes * shape.classifier_heads, a, training)
     if training:
         ks.append(Kernel("patch embedding wgrad", 2 * batch * g * patch_k * d, a * (pixels + batch * g * d),
                          min(patch_k, d)))
