@@ -4,7 +4,7 @@ Both sides start from the same weights file and fine-tune the same architecture 
 batch size, learning rate, schedule, label smoothing, gradient clipping and augmentation:
 
 (a) vitkit: ``vitkit.train.train`` with the photo defaults (the decoded uint8 cache at img_size / crop_pct, batched
-    RandomResizedCrop + flip by roi_align, per-epoch validation on the center crop); ``model.pretrained`` = the file.
+    RandomResizedCrop + flip on the uint8 batch, per-epoch validation on the center crop); ``model.pretrained`` = the file.
 (b) timm: ``timm.create_model`` (the file's weights through timm's own ``checkpoint_filter_fn``, which resamples
     the position embedding, head dropped), ``torchvision.datasets.ImageFolder`` + ``DataLoader`` (``--workers``
     worker processes) with ``timm.data.create_transform`` (RandomResizedCrop scale (scale_min, 1) + flip, no colour
