@@ -53,13 +53,15 @@ def expected_errors() -> tuple[type[BaseException], ...]:
 
     Bad input is a ValueError (ConfigError, BadImageError, DatasetLayoutError, UnknownModelError, viz's
     UnsupportedModelError, ModelArgumentError); an OSError is a path that is missing, not writable, or a full disk;
-    pickle.UnpicklingError covers the refusal to unpickle an unsafe CIFAR batch. A bare KeyError or TypeError is a
-    bug and keeps its traceback.
+    pickle.UnpicklingError covers the refusal to unpickle an unsafe CIFAR batch; a run whose loss became NaN or
+    infinite (a learning rate far too high, most often) says at which step and where its state was saved. A bare
+    KeyError or TypeError is a bug and keeps its traceback.
     """
     from ..infer.export import ExportParityError
+    from ..train.engine import NonFiniteLossError
     from ..weights import WeightLoadError
 
-    return OSError, ValueError, ExportParityError, WeightLoadError, pickle.UnpicklingError
+    return OSError, ValueError, ExportParityError, WeightLoadError, NonFiniteLossError, pickle.UnpicklingError
 
 
 def describe(err: BaseException) -> str:

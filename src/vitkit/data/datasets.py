@@ -8,6 +8,7 @@ reports validation images as a test result without saying so.
 
 from __future__ import annotations
 
+import inspect
 import os
 import warnings
 from collections.abc import Sequence
@@ -116,12 +117,21 @@ def _resolve_kind(name_or_path: str | os.PathLike) -> tuple[str, Path | None]:
 def _native_split(kind: str, root: Path | None, split: str, options: dict[str, Any]) -> ArrayDataset:
     """The dataset's own split; 'val' for kinds without one falls back to 'test' (recorded in meta)."""
     if kind == "digits":
-        if options:
-            raise TypeError(f"digits takes no extra options, got {sorted(options)}")
+        _check_options(kind, options, ())
         return _digits_split("test" if split == "val" else split)
-    if kind == "synthetic":
-        return _synthetic_split(split, **options)
-    return load_cifar_split(kind, split, **options)
+    loader = _synthetic_split if kind == "synthetic" else load_cifar_split
+    accepted = [p.name for p in inspect.signature(loader).parameters.values()
+                if p.kind is inspect.Parameter.KEYWORD_ONLY or p.default is not inspect.Parameter.empty]
+    _check_options(kind, options, accepted)
+    return _synthetic_split(split, **options) if kind == "synthetic" else load_cifar_split(kind, split, **options)
+
+
+def _check_options(kind: str, options: dict[str, Any], accepted: Sequence[str]) -> None:
+    """Dataset options (``data.kwargs``, ``--data-arg``) the loader does not take: one error naming them."""
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        takes = f"takes {', '.join(sorted(accepted))}" if accepted else "takes no options"
+        raise ValueError(f"data options {unknown}: dataset {kind!r} {takes}")
 
 
 def _carve(pool: ArrayDataset, split: str, val_fraction: float, seed: int) -> ArrayDataset:
