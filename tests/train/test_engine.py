@@ -307,9 +307,11 @@ def test_ctrl_c_once_finishes_the_step_saves_and_says_how_to_resume(tmp_path):
     assert f"vitkit train --resume {run_dir}" in out and "Traceback" not in out
 
 
-def test_ctrl_c_twice_exits_at_once_and_keeps_the_last_checkpoint(tmp_path):
+@pytest.mark.parametrize("inherited", ["default", "ignored"])
+def test_ctrl_c_twice_exits_at_once_and_keeps_the_last_checkpoint(tmp_path, inherited):
     """The second Ctrl-C lands while a step is still running (a step callback that takes 2 s), and ends the
-    process there: no further step, no summary, the last checkpoint whole."""
+    process there: no further step, no summary, the last checkpoint whole. Also in a process that started with
+    SIGINT ignored (a background job; a pytest-xdist worker passes that on), which has no Python handler to restore."""
     import os
     import signal
     import subprocess
@@ -319,7 +321,8 @@ def test_ctrl_c_twice_exits_at_once_and_keeps_the_last_checkpoint(tmp_path):
     from vitkit.train.checkpoint import load_train_state
 
     driver = (
-        "import sys, time\n"
+        "import signal, sys, time\n"
+        f"signal.signal(signal.SIGINT, signal.{'SIG_IGN' if inherited == 'ignored' else 'default_int_handler'})\n"
         "from vitkit.train import load_config, train\n"
         "def slow(state):\n"
         "    print('step', state.step, flush=True)\n"

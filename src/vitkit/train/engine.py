@@ -336,10 +336,13 @@ class Trainer:
             yield
             return
         previous = signal.getsignal(signal.SIGINT)
+        # A process started with SIGINT ignored (a background job, some launchers and test runners) has no Python
+        # handler to go back to: there the second Ctrl-C gets Python's own, so that it still exits at once.
+        second = previous if callable(previous) else signal.default_int_handler
 
         def request_stop(signum, frame) -> None:
             self.interrupted = True
-            signal.signal(signal.SIGINT, previous)  # the second Ctrl-C is not ours to soften
+            signal.signal(signal.SIGINT, second)  # the second Ctrl-C is not ours to soften
             self.monitor.print("interrupt: stopping after this optimizer step (Ctrl-C again to exit at once)")
 
         signal.signal(signal.SIGINT, request_stop)
