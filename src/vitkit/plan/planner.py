@@ -15,9 +15,8 @@ import torch
 
 from ..models.contract import VitkitModel
 from .flops import (
-    CLOSED_FORM_DEFAULTS,
-    PLANNABLE_EXTRA_TOKENS,
     ViTShape,
+    closed_form_problem,
     closed_form_shape_of,
     count_params,
     counted_flops,
@@ -125,15 +124,10 @@ def runs_fused_attention(device_type: str, precision: str) -> bool:
 
 def _shape(req: PlanRequest, model: VitkitModel | None = None) -> tuple[ViTShape, int, VitkitModel]:
     model = _meta_model(req) if model is None else model
-    arch = model.arch
-    if arch not in PLANNABLE_EXTRA_TOKENS:
+    problem = closed_form_problem(model)
+    if problem is not None:
         raise ValueError(f"the planner models the plain ViT and DeiT in closed form and {', '.join(TRACED_ARCHS)} "
-                         f"from a traced run; {req.model!r} is a {type(model).__name__} (arch {arch!r}), whose cost "
-                         "it does not model")
-    unmodelled = {k: model.config[k] for k, plain in CLOSED_FORM_DEFAULTS.items() if model.config.get(k, plain) != plain}
-    if unmodelled:
-        raise ValueError(f"the planner's closed form covers full softmax attention and the plain MLP; {req.model!r} "
-                         f"sets {unmodelled}, whose cost it does not model")
+                         f"from a traced run, and does not model {req.model!r}: {problem}")
     return closed_form_shape_of(model, token_keep_rate=req.token_keep_rate), count_params(model), model
 
 
