@@ -49,3 +49,32 @@ def test_vitkit_eval_runs_an_int8_model(tmp_path, capsys):
     assert results["int8"]["count"] == results["fp32"]["count"] == len(ds)
     assert abs(results["int8"]["acc1"] - results["fp32"]["acc1"]) <= 3.0
     assert (tmp_path / "int8" / "confusion.png").is_file()
+
+
+def test_eval_of_a_plain_class_folder_evaluates_the_split_the_run_carved(tmp_path, capsys):
+    """A run on ``<root>/<class>/<image>`` carves its validation split; `vitkit eval --split val` evaluates exactly
+    those images (the checkpoint records the fraction and seed), and `--split train` the rest."""
+    import numpy as np
+    from PIL import Image
+
+    from vitkit.cli import main
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "photos"
+    for label, name in enumerate(("ants", "bees")):
+        (root / name).mkdir(parents=True)
+        for i in range(12):
+            pixels = np.clip(rng.normal(60 + 120 * label, 30, (8, 8, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    summary = train(tiny_config(tmp_path, f"data.name={root}", "data.kwargs={}", "data.val_fraction=0.25",
+                                "data.batch_size=6", "train.seed=3", f"data.cache_dir={tmp_path / 'cache'}"))
+    best = str(Path(summary["run_dir"]) / "best.safetensors")
+    results = {}
+    for split in ("val", "train"):
+        assert main(["eval", best, "--data", str(root), "--split", split, "--json"]) == 0
+        results[split] = json.loads(capsys.readouterr().out)
+    assert results["val"]["count"] == summary["test_images"] == 6 and results["train"]["count"] == 18
+    assert results["val"]["acc1"] == pytest.approx(summary["test_acc1"])  # the same 6 images, the same weights
+    assert results["val"]["split_seed"] == 3 and results["val"]["split_source"] == "0.25 of photos"
+    assert main(["eval", best, "--data", str(root), "--split", "val", "--val-fraction", "0"]) == 2
+    assert "--val-fraction" in capsys.readouterr().err

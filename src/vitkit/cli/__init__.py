@@ -3,7 +3,8 @@
 Each module here registers one group of commands (``add_parser``) whose ``cmd_*`` functions turn arguments into a
 call of the library. Expected failures -- bad input, a missing file, a path that cannot be written, a check that did
 not pass -- are handled once, in :func:`main`: one ``error:`` line on stderr and exit status 2. Anything else is a
-bug and keeps its traceback; ``--debug`` (or ``VITKIT_DEBUG=1``) shows the traceback of an expected failure too.
+bug and keeps its traceback; ``--debug`` (or ``VITKIT_DEBUG=1``) shows the traceback of an expected failure too, and
+warnings with their source lines (otherwise each is one ``warning:`` line, shown once).
 
 Building the parser imports no torch (the command modules import the library inside their ``cmd_*`` functions,
 and the choices they offer come from :mod:`vitkit.cli.choices`), so ``vitkit --help`` answers at once.
@@ -15,6 +16,7 @@ import argparse
 import os
 import pickle
 import sys
+import warnings
 
 from . import data, evaluate, infer, models, plan, train, viz
 from .arguments import Parser, stdout_closed
@@ -73,12 +75,29 @@ def describe(err: BaseException) -> str:
     return str(err) or type(err).__name__
 
 
+def one_line_warnings(message, category, filename, lineno, file=None, line=None) -> None:
+    """``warnings.showwarning`` for the commands: each warning once, as one ``warning:`` line (what a user needs to
+    know, not the library's source line); deduplicated by text because the data loaders re-emit theirs for every
+    split built from the same folder."""
+    text = str(message)
+    if text not in _shown:
+        _shown.add(text)
+        print(f"warning: {text}", file=file or sys.stderr)
+
+
+_shown: set[str] = set()
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as done:  # --help, --version, or a usage error already printed as one line
         return done.code if isinstance(done.code, int) else 0 if done.code is None else 2
     debug = getattr(args, "debug", False) or os.environ.get(DEBUG_ENV) == "1"
+    previous = warnings.showwarning
+    if not debug:
+        _shown.clear()
+        warnings.showwarning = one_line_warnings
     try:
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
@@ -90,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {describe(err)}", file=sys.stderr)
         return 2
+    finally:
+        warnings.showwarning = previous  # main() called in-process (tests, a notebook) leaves warnings as it found them
 
 
 __all__ = ["build_parser", "main"]

@@ -31,7 +31,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         transform, precision = quantize_dynamic_int8, "fp32"
     result = evaluate_checkpoint(args.checkpoint, args.data, split=args.split, root=args.root,
                                  batch_size=args.batch_size, precision=precision, device=device, out_dir=out,
-                                 dataset_kwargs=options, model_transform=transform, hflip_tta=args.hflip_tta)
+                                 dataset_kwargs=options, model_transform=transform, hflip_tta=args.hflip_tta,
+                                 val_fraction=args.val_fraction, seed=args.seed)
     from ..viz.figures import plot_confusion
 
     result["confusion_png"] = str(Path(out) / "confusion.png")
@@ -39,7 +40,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"{args.data} {args.split}: top-1 {result['acc1']:.2f}%  top-5 {result['acc5']:.2f}%  "
+    print(f"{args.data} {args.split} ({result['split_source']}): top-1 {result['acc1']:.2f}%  top-5 {result['acc5']:.2f}%  "
           f"loss {result['loss']:.4f}  ({result['count']} images)")
     for name, acc in result["per_class_acc"].items():
         print(f"  {name:20s} {acc:6.2f}%")
@@ -56,6 +57,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="an option of the dataset kind, as data.kwargs in training (e.g. num_samples=128; "
                         "repeatable; default: none)")
     p.add_argument("--split", default="test", choices=("train", "val", "test"), help="split to evaluate")
+    p.add_argument("--val-fraction", type=float, metavar="F",
+                   help="the part of the training images carved out as validation, for data without a val split "
+                        "(default: as the checkpoint's training run carved it)")
+    p.add_argument("--seed", type=int, help="the seed the validation split was carved with (default: the "
+                                            "checkpoint's training seed)")
     p.add_argument("--batch-size", type=positive_int, default=256, help="images per forward pass")
     p.add_argument("--precision", default="fp32", choices=INFERENCE_PRECISIONS,
                    help="bf16/fp16 = autocast; int8: dynamic INT8 quantization of the Linear layers (CPU)")

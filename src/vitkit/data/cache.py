@@ -29,7 +29,7 @@ from ..utils.fileio import atomic_path, atomic_write_text, remove_stale_temporar
 from .arrays import channel_stats
 from .decode import DEFAULT_MAX_PIXELS, BadImageError, fit_to, read_many_rgb
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: images stored upright (EXIF orientation applied); entries of an older format are rebuilt
 ENV_CACHE_DIR = "VITKIT_CACHE"
 
 Failure = tuple[int, str, str]  # (row, path, reason)

@@ -6,6 +6,10 @@ decoded in batches by ``torchvision.io.decode_jpeg`` (libjpeg-turbo, the fast pa
 (PNG, WebP, BMP, palette, CMYK, 16-bit, JPEGs libjpeg-turbo rejects) through PIL, whose ``Image.open`` checks the
 size against the limit and whose ``convert("RGB")`` handles the modes. A caller that only needs a small image
 (``min_size``) gets large JPEGs decoded at reduced size by the JPEG decoder itself.
+
+Every decoder returns the image upright: the EXIF orientation a camera or phone records (rotated, mirrored) is
+applied, as photo viewers, ``PIL.ImageOps.exif_transpose`` and transformers' ``load_image`` apply it, so a portrait
+phone photo trains, evaluates and serves the way its owner sees it.
 """
 
 from __future__ import annotations
@@ -36,6 +40,52 @@ class BadImageError(ValueError):
         super().__init__(f"{path}: {reason}")
         self.path = str(path)
         self.reason = reason
+
+
+EXIF_ORIENTATION = 0x0112  # the EXIF tag: 1 upright; 2-8 mirrored and/or rotated (the TIFF/EXIF numbering)
+EXIF_SCAN_BYTES = 1 << 16  # the APP1 segment that holds EXIF is at most 64 KiB and comes before the pixels
+
+
+def exif_orientation(data: bytes) -> int:
+    """The EXIF orientation (1-8) of encoded image bytes; 1 when there is none or it cannot be read (a broken EXIF
+    block does not make the pixels unusable). PIL reads the tag; only files that carry EXIF are parsed at all."""
+    head = data[:EXIF_SCAN_BYTES]
+    if not any(mark in head for mark in (b"Exif", b"eXIf", b"EXIF")):  # JPEG's APP1, PNG's and WebP's chunks
+        return 1
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as image:
+                value = int(image.getexif().get(EXIF_ORIENTATION, 1))
+    except Exception:  # noqa: BLE001 - any failure to read metadata means "no orientation"; pixels decide the rest
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+def upright(image: torch.Tensor, orientation: int) -> torch.Tensor:
+    """(..., H, W) pixels as stored -> as displayed, for EXIF ``orientation`` (what ``ImageOps.exif_transpose``
+    does, on a tensor): 2 mirror, 3 rotate 180, 4 flip, 5 transpose, 6 rotate 90 clockwise, 7 transverse, 8 rotate
+    90 counter-clockwise."""
+    if orientation == 2:
+        return image.flip(-1)
+    if orientation == 3:
+        return image.flip(-2, -1)
+    if orientation == 4:
+        return image.flip(-2)
+    if orientation == 5:
+        return image.transpose(-2, -1).contiguous()
+    if orientation == 6:
+        return torch.rot90(image, -1, dims=(-2, -1)).contiguous()
+    if orientation == 7:
+        return image.flip(-2, -1).transpose(-2, -1).contiguous()
+    if orientation == 8:
+        return torch.rot90(image, 1, dims=(-2, -1)).contiguous()
+    return image
+
+
+def _stored_size(size: Sequence[int] | None, orientation: int) -> Sequence[int] | None:
+    """A wanted (H, W) of the upright image as (H, W) of the image as stored (orientations 5-8 swap the sides)."""
+    return (size[1], size[0]) if size is not None and orientation >= 5 else size
 
 
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start-of-frame; C4/C8/CC are DHT/JPG/DAC
@@ -172,14 +222,18 @@ def decoded_size(
     """
     if not data:
         raise BadImageError(path, "empty file")
+    orientation = exif_orientation(data)
+    stored_min = _stored_size(min_size, orientation)
     header = _fast_jpeg_header(data, path, max_pixels)
     if header is not None:
-        scale = jpeg_draft_scale(header[0], header[1], min_size)
-        return -(-header[0] // scale), -(-header[1] // scale)
-    image = _open_checked(data, path, max_pixels)
-    if min_size is not None:
-        image.draft(None, (max(1, int(min_size[1])), max(1, int(min_size[0]))))
-    return image.size
+        scale = jpeg_draft_scale(header[0], header[1], stored_min)
+        width, height = -(-header[0] // scale), -(-header[1] // scale)
+    else:
+        image = _open_checked(data, path, max_pixels)
+        if stored_min is not None:
+            image.draft(None, (max(1, int(stored_min[1])), max(1, int(stored_min[0]))))
+        width, height = image.size
+    return (height, width) if orientation >= 5 else (width, height)
 
 
 def decode_rgb(
@@ -196,13 +250,15 @@ def decode_rgb(
     """
     if not data:
         raise BadImageError(path, "empty file")
+    orientation = exif_orientation(data)
+    stored_min = _stored_size(min_size, orientation)
     header = _fast_jpeg_header(data, path, max_pixels)
-    if header is not None and jpeg_draft_scale(header[0], header[1], min_size) == 1:
+    if header is not None and jpeg_draft_scale(header[0], header[1], stored_min) == 1:
         try:
-            return _libjpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+            return upright(_libjpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8)), orientation)
         except RuntimeError:
             pass  # let PIL have the final word (and give the error message) on JPEGs libjpeg-turbo rejects
-    return _decode_pil(data, path, max_pixels, min_size)
+    return upright(_decode_pil(data, path, max_pixels, stored_min), orientation)
 
 
 def read_bytes(path: str | os.PathLike) -> bytes:
@@ -228,14 +284,14 @@ def read_many_rgb(paths: Sequence[str], max_pixels: int = DEFAULT_MAX_PIXELS) ->
             if _fast_jpeg(data, path, max_pixels):
                 fast.append((i, data))
             else:
-                out[i] = _decode_pil(data, path, max_pixels)
+                out[i] = upright(_decode_pil(data, path, max_pixels), exif_orientation(data))
         except BadImageError as exc:
             out[i] = exc
     if fast:
         try:
             tensors = [torch.frombuffer(bytearray(data), dtype=torch.uint8) for _, data in fast]
-            for (i, _), image in zip(fast, _libjpeg(tensors)):
-                out[i] = image
+            for (i, data), image in zip(fast, _libjpeg(tensors)):
+                out[i] = upright(image, exif_orientation(data))
         except RuntimeError:  # one bad file fails the batch: decode these one by one to find it
             for i, data in fast:
                 try:

@@ -564,7 +564,9 @@ class Trainer:
             return
         meta = {"class_names": list(self.train_ds.classes), "mean": list(self.mean), "std": list(self.std),
                 "dataset": self.cfg.data.name, "img_size": list(self.size),
-                "preprocessing": self.preprocessing.to_dict(), **extra}
+                "preprocessing": self.preprocessing.to_dict(),
+                # how val was carved out of train, so `vitkit eval --split val` evaluates the same images
+                "data_split": {"val_fraction": self.cfg.data.val_fraction, "seed": self.cfg.train.seed}, **extra}
         if weights is not None:  # an unsharded twin on the meta device, filled with the gathered tensors
             with torch.device("meta"):
                 twin = build_from_config(module.arch, module.config)

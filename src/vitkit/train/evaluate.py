@@ -120,6 +120,8 @@ def evaluate_checkpoint(
     model_transform: Callable[[nn.Module], nn.Module] | None = None,
     hflip_tta: bool = False,
     keep_predictions: bool = False,
+    val_fraction: float | None = None,
+    seed: int | None = None,
 ) -> dict[str, Any]:
     """Evaluate a vitkit .safetensors checkpoint on a dataset split; writes eval.json to out_dir (the command draws
     confusion.png from the result's ``confusion``, with vitkit.viz).
@@ -128,6 +130,9 @@ def evaluate_checkpoint(
     decoded as ``vitkit predict`` decodes them; array datasets (digits, synthetic, CIFAR) on their uint8 arrays.
     ``dataset_kwargs``: options of the dataset kind (e.g. synthetic ``num_samples``), as ``data.kwargs`` in training.
     ``model_transform``: applied to the loaded model before evaluation, e.g. INT8 quantization (vitkit.infer).
+    ``val_fraction`` / ``seed``: how a validation split is carved out of a dataset without one (default: as the
+    checkpoint's training run carved it, so ``split="val"`` is the run's own validation images and ``"train"`` the
+    rest; 0 for a checkpoint that does not say).
     ``keep_predictions``: also list every image (``path`` for files, ``index`` for arrays), its label and the
     predicted class.
     """
@@ -143,7 +148,10 @@ def evaluate_checkpoint(
     options: dict[str, Any] = {"root": root} if root else {}
     if _names_a_folder(data):  # stored as training stored it, so the run's decoded cache serves the split listing
         options.update(img_size=preprocessing.img_size[0], crop_pct=preprocessing.crop_pct)
-    ds = build_dataset(data, split, **options, **(dataset_kwargs or {}))
+    carved = extra.get("data_split", {})
+    val_fraction = float(carved.get("val_fraction", 0.0) if val_fraction is None else val_fraction)
+    seed = int(carved.get("seed", 0) if seed is None else seed)
+    ds = build_dataset(data, split, val_fraction=val_fraction, seed=seed, **options, **(dataset_kwargs or {}))
     classes = extra.get("class_names", ds.classes)
     if num_classes != ds.num_classes:
         raise ValueError(f"{checkpoint} predicts {num_classes} classes but {data!r} has {ds.num_classes}")
@@ -162,6 +170,7 @@ def evaluate_checkpoint(
     metrics["per_class_acc"] = dict(zip(ds.classes, metrics["per_class_acc"]))
     result = {"checkpoint": str(checkpoint), "data": data, "split": split, "hflip_tta": hflip_tta,
               "inputs": "source files" if files is not None else "arrays",
+              "split_source": ds.meta.get("split_source", split), "val_fraction": val_fraction, "split_seed": seed,
               "preprocessing": preprocessing.to_dict(), **metrics}
     if files is not None:
         result["undecodable"] = skipped
