@@ -13,8 +13,8 @@ The photo case (``--case photo``, in ``"photo"`` of the JSON) is the fine-tuning
 paths deliver the same few thousand images), at ``--photo-size`` (224) px with RandomResizedCrop (scale 0.08..1,
 aspect 3/4..4/3) + flip + normalise. Baseline: ImageFolder (PIL decode of every file, every time) + per-sample v2
 transforms in ``--workers`` DataLoader workers. vitkit: the cache stored at 224 / 0.875 = 256 px short side (its
-build timed apart: it happens once per folder and size) + the tensor loader + BatchAugment(crop="resized"), each crop
-one uint8 antialiased resize. ``--torch-threads 2`` gives vitkit's one process the two cores that the baseline's two
+build timed apart: it happens once per folder and size) + the tensor loader with channels-last batches (as the
+training loop asks for photos) + BatchAugment(crop="resized"), each crop one uint8 antialiased resize. ``--torch-threads 2`` gives vitkit's one process the two cores that the baseline's two
 workers have.
 
     python benchmarks/data_throughput.py [--case cifar|photo|all] [--root ../shared/data/cifar10]
@@ -169,7 +169,7 @@ def photo_case(root: Path, args: argparse.Namespace) -> dict:
     out["loadavg_after_baseline"] = load()
     print(f"photos, torchvision ImageFolder+DataLoader: {out['baseline']['images_per_second']:.0f} img/s", flush=True)
 
-    vitkit_loader = build_loader(train, batch_size, train=True, seed=0, num_workers=workers)
+    vitkit_loader = build_loader(train, batch_size, train=True, seed=0, num_workers=workers, channels_last=True)
     aug = BatchAugment(train.num_classes, train.mean, train.std, crop="resized", out_size=size, flip=True,
                        generator=torch.Generator().manual_seed(0))
 

@@ -230,3 +230,28 @@ def test_resized_crop_on_the_default_size_and_argument_errors():
         BatchAugment(10, MEAN, STD, crop="random")
     with pytest.raises(ValueError, match="scale"):
         BatchAugment(10, MEAN, STD, crop="resized", scale=(0.5, 0.2))
+
+
+def test_output_buffers_are_reused_only_once_nothing_holds_the_batch():
+    """The float output of the resized crop reuses memory (no fresh 38 MB mmap per batch), but never under a batch
+    still held: by the caller, by a view of it, or by an autograd graph that saved it."""
+    x, y = _photos(b=8)
+    aug = BatchAugment(10, MEAN, STD, crop="resized", out_size=16, generator=torch.Generator().manual_seed(0))
+    first = aug(x, y)[0]
+    address = first.data_ptr()
+    del first
+    assert aug(x, y)[0].data_ptr() == address  # dropped, then handed out again
+
+    held = [aug(x, y)[0] for _ in range(5)]  # all alive at once: five different memories, none overwritten
+    copies = [h.clone() for h in held]
+    assert len({h.data_ptr() for h in held}) == 5
+    assert all(torch.equal(h, c) for h, c in zip(held, copies))
+
+    view = held[0][:2]
+    weight = torch.randn(4, 3, 3, 3, requires_grad=True)
+    graph = torch.nn.functional.conv2d(held[1], weight).sum()  # autograd keeps held[1] for the weight's gradient
+    pointers = {held[0].data_ptr(), held[1].data_ptr()}
+    del held, copies
+    fresh = [aug(x, y)[0] for _ in range(4)]
+    assert not pointers & {f.data_ptr() for f in fresh}
+    assert view.shape == (2, 3, 16, 16) and graph.requires_grad

@@ -151,3 +151,18 @@ def test_len_matches_the_batches_actually_built():
                 for train in (True, False):
                     loader = build_loader(ds, 2, train=train, drop_last=False, rank=rank, world_size=world_size)
                     assert len(loader) == len(loader.epoch_batches()), (n, world_size, rank, train)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_channels_last_batches_are_the_same_pixels_in_the_caches_memory_order(workers):
+    """channels_last=True: the same (B, C, H, W) batches, in NHWC memory (no NCHW copy); the default is contiguous
+    NCHW, from the prefetch threads too."""
+    rng = np.random.default_rng(0)
+    ds = ArrayDataset(rng.integers(0, 255, (40, 6, 5, 3), np.uint8), np.arange(40) % 5, [str(i) for i in range(5)],
+                      (0.5,) * 3, (0.25,) * 3)
+    plain = list(build_loader(ds, 8, train=True, seed=3, num_workers=workers))
+    nhwc = list(build_loader(ds, 8, train=True, seed=3, num_workers=workers, channels_last=True))
+    assert len(plain) == len(nhwc) == 5
+    for (a, ya), (b, yb) in zip(plain, nhwc):
+        assert a.is_contiguous() and b.is_contiguous(memory_format=torch.channels_last) and not b.is_contiguous()
+        assert torch.equal(a, b) and torch.equal(ya, yb)

@@ -122,6 +122,7 @@ class EpochLoader:
         transform: Callable[[torch.Tensor], Any] | None = None,
         rank: int = 0,
         world_size: int = 1,
+        channels_last: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -138,6 +139,7 @@ class EpochLoader:
         self.transform = transform
         self.rank = int(rank)
         self.world_size = int(world_size)
+        self.channels_last = bool(channels_last)
         self.epoch = 0
         self.batches_done = 0
         self.pin_memory = self.device.type == "cuda"  # pinned host batches copy to the GPU asynchronously
@@ -239,8 +241,9 @@ class EpochLoader:
         non_blocking = self.pin_memory and self.device.type == "cuda"
         images = images.to(self.device, non_blocking=non_blocking)
         labels = labels.to(self.device, non_blocking=non_blocking)
-        if nhwc:  # storage order -> NCHW for the model, done on the device
-            images = images.permute(0, 3, 1, 2).contiguous()
+        if nhwc:  # storage order -> NCHW for the model, done on the device; channels_last: the same memory, no copy
+            images = images.permute(0, 3, 1, 2)
+            images = images if self.channels_last else images.contiguous()
         return images, labels
 
     def _tensor_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -257,12 +260,15 @@ class EpochLoader:
         slots: queue.Queue = queue.Queue(maxsize=depth)
         stop = threading.Event()
 
+        on_cpu = self.device.type == "cpu"  # the NHWC -> NCHW copy, too, is then done here, beside the consumer
+
         def produce() -> None:
             try:
                 for index in todo:
                     if stop.is_set():
                         return
-                    slots.put(self._gather(index))
+                    batch = self._gather(index)
+                    slots.put(self._to_device(*batch, nhwc=True) if on_cpu else batch)
             except BaseException as exc:  # hand the failure to the consumer instead of dying silently
                 slots.put(exc)
             slots.put(None)
@@ -273,7 +279,7 @@ class EpochLoader:
             while (item := slots.get()) is not None:
                 if isinstance(item, BaseException):
                     raise item
-                yield self._to_device(*item, nhwc=True)
+                yield item if on_cpu else self._to_device(*item, nhwc=True)
         finally:
             stop.set()
             while worker.is_alive():  # unblock a producer waiting on a full queue
@@ -319,13 +325,17 @@ def build_loader(
     transform: Callable[[torch.Tensor], Any] | None = None,
     rank: int = 0,
     world_size: int = 1,
+    channels_last: bool = False,
 ) -> EpochLoader:
     """Batches of ``dataset`` for training (shuffled by (seed, epoch), drop_last by default) or evaluation.
 
     ``transform=None`` gives uint8 (B, C, H, W) batches for :class:`BatchAugment` / :func:`normalize_batch`;
     a per-sample transform (e.g. :func:`build_train_transform`) gives its float output, collated.
+    ``channels_last=True`` leaves those uint8 batches in the cache's own (B, H, W, C) memory order (a channels-last
+    view, nothing copied): for a consumer that reads crops of them, as BatchAugment's random-resized crop does,
+    whose resize kernel works channels-last anyway.
     """
     return EpochLoader(
         dataset, batch_size, train=train, seed=seed, drop_last=drop_last, device=device, num_workers=num_workers,
-        transform=transform, rank=rank, world_size=world_size,
+        transform=transform, rank=rank, world_size=world_size, channels_last=channels_last,
     )

@@ -255,12 +255,19 @@ class Trainer:
             eval_tf = evaluation_transform(self.preprocessing, self.val_ds)
         self.train_loader = build_loader(self.train_ds, self.per_rank, train=True, seed=cfg.train.seed, device=device,
                                          transform=train_tf, num_workers=cfg.data.num_workers, rank=info.rank,
-                                         world_size=info.world_size)
+                                         world_size=info.world_size,
+                                         channels_last=self.photo_augment() and train_tf is None)
         eval_bs = max(1, (cfg.data.eval_batch_size or 2 * cfg.data.batch_size) // info.world_size)
         self.val_loader, self.test_loader = (
             build_loader(ds, eval_bs, train=False, device=device, num_workers=cfg.data.num_workers, transform=eval_tf,
                          rank=info.rank, world_size=info.world_size)
             for ds in (self.val_ds, self.test_ds))
+
+    def photo_augment(self) -> bool:
+        """Whether training crops like photos: chosen by the data unless the config says. Photos get RandomResizedCrop
+        + flip from the larger stored image, small (CIFAR-sized) images a pad-crop of the whole image."""
+        chosen = self.cfg.data.augment
+        return (self.train_ds.meta.get("augment", "small") if chosen == "auto" else chosen) == "photo"
 
     def _build_objective(self) -> None:
         """Batch augmentation, the loss, and (when distilling) the teacher."""
@@ -270,10 +277,8 @@ class Trainer:
         per_sample = cfg.data.pipeline == "per_sample"
         mixing = cfg.data.mixup_alpha > 0 or cfg.data.cutmix_alpha > 0
         self.aug_gen = torch.Generator().manual_seed(tc.seed * 1009 + self.info.rank)
-        # chosen by the data unless the config says: photos get RandomResizedCrop + flip from the larger stored image,
-        # small (CIFAR-sized) images a pad-crop of the whole image; the flip is on for photos unless data.flip says
-        augment = self.train_ds.meta.get("augment", "small") if cfg.data.augment == "auto" else cfg.data.augment
-        photo = augment == "photo"
+        photo = self.photo_augment()
+        # the flip is on for photos unless data.flip says
         flip = photo if cfg.data.flip is None else cfg.data.flip
         # batch pipeline: crop/flip/normalise/resize + mixing here; per_sample: only the mixing (identity normalisation)
         self.augment = BatchAugment(
