@@ -1,7 +1,9 @@
 """Fine-tuning on a photo folder from a pretrained start: vitkit vs a timm train.py-style loop, side by side.
 
 Both sides start from the same weights file and fine-tune the same architecture for the same epochs at the same
-batch size, learning rate, schedule, label smoothing, gradient clipping and augmentation:
+batch size, learning rate, schedule, label smoothing, gradient clipping, augmentation and precision (``--precision``:
+fp32, or bf16 autocast, which timm's train.py gives with ``--amp --amp-dtype bfloat16``; ``auto``, the default, is
+bf16 where the CPU computes bf16 natively, as vitkit's ``precision: auto`` decides):
 
 (a) vitkit: ``vitkit.train.train`` with the photo defaults (the decoded uint8 cache at img_size / crop_pct, batched
     RandomResizedCrop + flip on the uint8 batch, per-epoch validation on the center crop); ``model.pretrained`` = the file.
@@ -69,7 +71,8 @@ def pretrain_on_cifar(out_dir: Path, args: argparse.Namespace) -> Path:
 
 
 def shared_settings(args: argparse.Namespace) -> dict[str, Any]:
-    return {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "weight_decay": 0.05,
+    return {"precision": args.precision, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+            "weight_decay": 0.05,
             "warmup_epochs": 1.0, "min_lr_ratio": 0.01, "label_smoothing": 0.1, "clip_grad_norm": 1.0,
             "img_size": args.img_size, "crop_pct": 0.875, "scale_min": args.scale_min, "flip": 0.5,
             "workers": args.workers, "seed": args.seed}
@@ -88,6 +91,7 @@ def run_vitkit(pretrained: Path, args: argparse.Namespace, work: Path) -> dict[s
         f"optim.weight_decay={s['weight_decay']}", f"optim.clip_grad_norm={s['clip_grad_norm']}",
         f"schedule.warmup_epochs={s['warmup_epochs']}", f"schedule.min_lr_ratio={s['min_lr_ratio']}",
         f"train.epochs={s['epochs']}", f"train.label_smoothing={s['label_smoothing']}", f"train.seed={s['seed']}",
+        f"train.precision={s['precision']}",
         f"checkpoint.out_dir={work / 'vitkit_runs'}", "log.progress=none", "log.tensorboard=false",
         "log.curves=false", "log.report=false",
     ]
@@ -144,6 +148,10 @@ def run_timm(pretrained: Path, args: argparse.Namespace, mean, std) -> dict[str,
                                   warmup_t=int(s["warmup_epochs"] * steps_per_epoch), warmup_lr_init=0.0,
                                   warmup_prefix=True, t_in_epochs=False)
     loss_fn = LabelSmoothingCrossEntropy(s["label_smoothing"])
+
+    def amp_autocast():  # timm train.py's --amp --amp-dtype bfloat16 on a CPU: torch.autocast around forward + loss
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=s["precision"] == "bf16")
+
     images = step = 0
     loop_seconds = 0.0
     per_epoch = []
@@ -151,7 +159,8 @@ def run_timm(pretrained: Path, args: argparse.Namespace, mean, std) -> dict[str,
         model.train()
         t_epoch = time.perf_counter()
         for x, y in train_loader:
-            loss = loss_fn(model(x), y)
+            with amp_autocast():
+                loss = loss_fn(model(x), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), s["clip_grad_norm"])
@@ -162,7 +171,7 @@ def run_timm(pretrained: Path, args: argparse.Namespace, mean, std) -> dict[str,
         loop_seconds += time.perf_counter() - t_epoch
         model.eval()
         correct = total = 0
-        with torch.inference_mode():
+        with torch.inference_mode(), amp_autocast():
             for x, y in val_loader:
                 correct += int((model(x).argmax(-1) == y).sum())
                 total += y.numel()
@@ -191,11 +200,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale-min", type=float, default=0.08)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                        help="both sides (default: bf16 where the CPU has native bf16, else fp32)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: synthetic pretraining for 2 steps, depth 2, 32 px, 1 epoch (figures meaningless)")
     parser.add_argument("--out", default=None, help="JSON result (default: benchmarks/results/finetune_photos.json; "
                                                     "--quick: not written unless given)")
     args = parser.parse_args(argv)
+    from vitkit.runtime import resolve_precision
+
+    args.precision = resolve_precision(args.precision, torch.device("cpu"))
     if args.quick:
         args.pretrain_data, args.pretrain_steps, args.pretrain_seconds = "synthetic", 2, 60.0
         args.depth, args.img_size, args.epochs, args.batch_size, args.workers = 2, 32, 1, 16, 0
