@@ -259,3 +259,26 @@ def test_hf_home_and_offline_from_the_environment_alone(hub_cache, tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert float(out.stdout.strip().splitlines()[-1]) <= TOL
+
+
+def test_training_from_a_repo_not_in_the_cache_fails_before_decoding_any_data(hub_cache, tmp_path, capsys):
+    """`vitkit train --pretrained <timm name>` offline: the one not-cached error line, exit 2, and no image of the
+    data folder decoded first (no cache entry made, no progress bar)."""
+    from PIL import Image
+
+    from vitkit.cli import main
+
+    for name in ("ants", "bees"):
+        (tmp_path / "photos" / name).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (80, 60), (40 * i, 90, 30)).save(tmp_path / "photos" / name / f"{i}.jpg")
+    cache = tmp_path / "vitkit_cache"
+    code = main(["train", "--data", str(tmp_path / "photos"), "--model", "vit_tiny_patch16_224",
+                 "--pretrained", "vit_tiny_patch16_224.augreg_in21k_ft_in1k", "--out-dir", str(tmp_path / "runs"),
+                 "--set", f"data.cache_dir={cache}", "--set", "log.progress=none"])
+    err = capsys.readouterr().err
+    assert code == 2 and "error: timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k: config.json is not in" in err
+    assert "decoding" not in err and not cache.exists()
+    assert main(["train", "--data", str(tmp_path / "photos"), "--pretrained", str(tmp_path / "nope.safetensors"),
+                 "--set", f"data.cache_dir={cache}"]) == 2
+    assert "weights not found: " in capsys.readouterr().err and not cache.exists()

@@ -160,7 +160,11 @@ class Trainer:
                              "weights on every rank); turn one of them off")
         _configure_process(cfg)
 
-        # data and model
+        # data and model (pretrained weights first: a repo missing from the cache fails before any decoding)
+        if cfg.model.pretrained and model is None:
+            from ..weights.pretrained import fetch_pretrained
+
+            fetch_pretrained(cfg.model.name, cfg.model.pretrained)
         self.train_ds, self.val_ds, self.test_ds = build_datasets(cfg)
         native = tuple(self.train_ds.meta.get("train_size") or self.train_ds.image_size)  # photos: stored larger
         self.size = size = (cfg.data.img_size,) * 2 if cfg.data.img_size else native

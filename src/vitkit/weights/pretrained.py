@@ -331,6 +331,22 @@ def load_model(source: str | Path) -> nn.Module:
     return registry.create_model(str(source))
 
 
+def fetch_pretrained(name: str, pretrained: str | Path | bool | None) -> None:
+    """Make sure the weights ``create_model(name, pretrained=...)`` would load are at hand, before anything slow
+    happens: a hub repo's files are fetched into the Hugging Face cache (or the not-cached error is raised now), a
+    local path must exist. The training loop calls it before it decodes any data."""
+    if name.startswith(HUB_PREFIX):
+        if pretrained:
+            read_hub_checkpoint(parse_hub_id(name))
+        return
+    arch, tag = (split_model_tag(name) if name not in registry.list_models() and "." in name else (name, ""))
+    source = resolve_source(pretrained, arch, tag)
+    if isinstance(source, HubRepo):
+        read_hub_checkpoint(source)
+    elif source is not None and not source.exists():
+        raise FileNotFoundError(f"weights not found: {source}")
+
+
 def create_model(
     name: str, pretrained: str | Path | bool | None = None, strict: bool = True, **overrides: Any
 ) -> VitkitModel:
