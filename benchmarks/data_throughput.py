@@ -14,8 +14,8 @@ paths deliver the same few thousand images), at ``--photo-size`` (224) px with R
 aspect 3/4..4/3) + flip + normalise. Baseline: ImageFolder (PIL decode of every file, every time) + per-sample v2
 transforms in ``--workers`` DataLoader workers. vitkit: the cache stored at 224 / 0.875 = 256 px short side (its
 build timed apart: it happens once per folder and size) + the tensor loader with channels-last batches (as the
-training loop asks for photos) + BatchAugment(crop="resized"), each crop one uint8 antialiased resize. ``--torch-threads 2`` gives vitkit's one process the two cores that the baseline's two
-workers have.
+training loop asks for photos) + BatchAugment(crop="resized"), each crop one uint8 antialiased resize.
+``--torch-threads 2`` gives vitkit's one process the two cores that the baseline's two workers have.
 
     python benchmarks/data_throughput.py [--case cifar|photo|all] [--root ../shared/data/cifar10]
         [--photo-root ../shared/data/hymenoptera] [--workers 2] [--batch-size 256] [--quick]

@@ -40,7 +40,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"{args.data} {args.split} ({result['split_source']}): top-1 {result['acc1']:.2f}%  top-5 {result['acc5']:.2f}%  "
+    print(f"{args.data} {args.split} ({result['split_source']}): top-1 {result['acc1']:.2f}%  "
+          f"top-5 {result['acc5']:.2f}%  "
           f"loss {result['loss']:.4f}  ({result['count']} images)")
     for name, acc in result["per_class_acc"].items():
         print(f"  {name:20s} {acc:6.2f}%")

@@ -78,11 +78,13 @@ def random_resized_boxes(
     return torch.stack([top, left, ch, cw], 1).long()
 
 
-def _storage_users(tensor: torch.Tensor) -> int | None:
-    """How many tensors share ``tensor``'s memory (views and autograd's saved tensors included); None where torch
-    does not say. ``torch._C._storage_Use_Count`` is what ``torch.utils.swap_tensors`` asks the same question with."""
-    count = getattr(torch._C, "_storage_Use_Count", None)
-    return None if count is None else int(count(tensor.untyped_storage()._cdata))
+# How many tensors share a storage (views and autograd's saved tensors included): the question torch.utils.swap_tensors
+# asks before it swaps. None in a torch that does not offer it: then no buffer is ever reused.
+_STORAGE_USE_COUNT = getattr(torch._C, "_storage_Use_Count", None)
+
+
+def _storage_users(tensor: torch.Tensor) -> int:
+    return int(_STORAGE_USE_COUNT(tensor.untyped_storage()._cdata))
 
 
 class OutputBuffers:
@@ -102,7 +104,7 @@ class OutputBuffers:
 
     def get(self, shape: Sequence[int], device: torch.device) -> torch.Tensor:
         shape = tuple(int(n) for n in shape)
-        if device.type != "cpu" or _storage_users(torch.empty(0)) is None:
+        if device.type != "cpu" or _STORAGE_USE_COUNT is None:
             return torch.empty(shape, dtype=torch.float32, device=device)
         for buffer, idle in self._kept:
             if tuple(buffer.shape) == shape and _storage_users(buffer) == idle:

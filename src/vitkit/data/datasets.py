@@ -215,8 +215,8 @@ def _folder_split(root: Path, split: str, val_fraction: float, seed: int, crop_p
                       f"validation split too, so validation and test are the same images", stacklevel=3)
     else:
         raise ValueError(f"{layout.root} has no val/ (or test/) folder and val_fraction is 0: nothing to validate on; "
-                         f"set data.val_fraction (e.g. 0.1; vitkit eval: --val-fraction) to carve a validation split out of "
-                         f"the training images")
+                         f"set data.val_fraction (e.g. 0.1; vitkit eval: --val-fraction) to carve a validation split "
+                         f"out of the training images")
     return finish(val if split == "val" else _no_test(val))
 
 
