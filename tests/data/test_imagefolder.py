@@ -75,6 +75,23 @@ def test_mixed_sizes_are_fitted_to_the_storage_size(tmp_path):
     assert (ds.images[4] == 200).all()  # cat files sorted: a, b, c, d, wide
 
 
+def test_a_phone_photo_with_an_exif_rotation_is_cached_upright(tmp_path):
+    """Stored 24 wide x 12 tall with its left half red and EXIF orientation 6 (shown rotated 90 degrees clockwise):
+    the cache holds it as shown, 12 wide x 24 tall with the red half on top, center-cropped to the 12 px storage."""
+    root = tmp_path / "data"
+    make_image_folder(root, bad=False, val=False)
+    pixels = np.zeros((12, 24, 3), np.uint8)
+    pixels[:, :12] = (250, 0, 0)
+    pixels[:, 12:] = (0, 0, 250)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(pixels).save(root / "train" / "cat" / "phone.png", exif=exif.tobytes())
+    ds = build_cached(root)
+    stored = ds.images[4].astype(int)  # cat files sorted: a, b, c, d, phone
+    assert ds.images.shape == (8, 12, 12, 3)
+    assert (stored[:5, :, 0] > 200).all() and (stored[7:, :, 2] > 200).all()  # red above blue: upright
+
+
 def test_decompression_bombs_are_refused(tmp_path):
     root = tmp_path / "data"
     make_image_folder(root, bad=False, val=False)
