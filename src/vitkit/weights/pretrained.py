@@ -331,6 +331,15 @@ def load_model(source: str | Path) -> nn.Module:
     return registry.create_model(str(source))
 
 
+def _arch_and_tag(name: str) -> tuple[str, str]:
+    """A model name as timm writes it -> (registered architecture, pretrained tag or "")."""
+    if name in registry.list_models() or "." not in name:
+        return name, ""
+    arch, tag = split_model_tag(name)
+    registry.get_model_spec(arch)  # an unknown architecture: the error names the closest registered names
+    return arch, tag
+
+
 def fetch_pretrained(name: str, pretrained: str | Path | bool | None) -> None:
     """Make sure the weights ``create_model(name, pretrained=...)`` would load are at hand, before anything slow
     happens: a hub repo's files are fetched into the Hugging Face cache (or the not-cached error is raised now), a
@@ -339,8 +348,7 @@ def fetch_pretrained(name: str, pretrained: str | Path | bool | None) -> None:
         if pretrained:
             read_hub_checkpoint(parse_hub_id(name))
         return
-    arch, tag = (split_model_tag(name) if name not in registry.list_models() and "." in name else (name, ""))
-    source = resolve_source(pretrained, arch, tag)
+    source = resolve_source(pretrained, *_arch_and_tag(name))
     if isinstance(source, HubRepo):
         read_hub_checkpoint(source)
     elif source is not None and not source.exists():
@@ -365,10 +373,7 @@ def create_model(
             raise ValueError(f"create_model({name!r}) names the weights' repo already; pass pretrained=True (its "
                              f"weights) or nothing (its architecture only), not pretrained={pretrained!r}")
         return _model_from_hub(parse_hub_id(name), None, strict, overrides, weights=bool(pretrained))
-    arch, tag = name, ""
-    if name not in registry.list_models() and "." in name:
-        arch, tag = split_model_tag(name)
-        registry.get_model_spec(arch)  # an unknown architecture: the error names the closest registered names
+    arch, tag = _arch_and_tag(name)
     source = resolve_source(pretrained, arch, tag)
     if isinstance(source, HubRepo):
         return _model_from_hub(source, arch, strict, overrides)
