@@ -49,15 +49,27 @@ EXIF_SCAN_BYTES = 1 << 16  # the APP1 segment that holds EXIF is at most 64 KiB 
 def exif_orientation(data: bytes) -> int:
     """The EXIF orientation (1-8) of encoded image bytes; 1 when there is none or it cannot be read (a broken EXIF
     block does not make the pixels unusable). PIL reads the tag; only files that carry EXIF are parsed at all."""
-    head = data[:EXIF_SCAN_BYTES]
-    if not any(mark in head for mark in (b"Exif", b"eXIf", b"EXIF")):  # JPEG's APP1, PNG's and WebP's chunks
+    if not _carries_exif(data):
         return 1
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(io.BytesIO(data)) as image:
-                value = int(image.getexif().get(EXIF_ORIENTATION, 1))
+                return _image_orientation(image)
     except Exception:  # noqa: BLE001 - any failure to read metadata means "no orientation"; pixels decide the rest
+        return 1
+
+
+def _carries_exif(data: bytes) -> bool:
+    head = data[:EXIF_SCAN_BYTES]
+    return any(mark in head for mark in (b"Exif", b"eXIf", b"EXIF"))  # JPEG's APP1, PNG's and WebP's chunks
+
+
+def _image_orientation(image: Image.Image) -> int:
+    """The EXIF orientation of an opened image (1 when it has none or it cannot be read)."""
+    try:
+        value = int(image.getexif().get(EXIF_ORIENTATION, 1))
+    except Exception:  # noqa: BLE001 - a broken EXIF block does not make the pixels unusable
         return 1
     return value if 1 <= value <= 8 else 1
 
@@ -200,14 +212,27 @@ def jpeg_draft_scale(width: int, height: int, min_size: Sequence[int] | None) ->
     return next((s for s in (8, 4, 2) if fits >= s), 1)
 
 
+def _open_for_decode(
+    data: bytes, path: str | os.PathLike, max_pixels: int, min_size: Sequence[int] | None,
+) -> tuple[Image.Image, int]:
+    """The opened image, set to decode at reduced size where ``min_size`` (of the upright image) allows, and its
+    EXIF orientation, read from the same open."""
+    image = _open_checked(data, path, max_pixels)
+    # only asked when the bytes carry EXIF: PIL's getexif() decodes a whole PNG to look for its eXIf chunk
+    orientation = _image_orientation(image) if _carries_exif(data) else 1
+    stored_min = _stored_size(min_size, orientation)
+    if stored_min is not None:
+        # Only JPEG implements draft (decoding at 1/2, 1/4 or 1/8 in the DCT); for other formats it is a no-op.
+        image.draft(None, (max(1, int(stored_min[1])), max(1, int(stored_min[0]))))
+    return image, orientation
+
+
 def _decode_pil(
     data: bytes, path: str | os.PathLike, max_pixels: int, min_size: Sequence[int] | None = None,
 ) -> torch.Tensor:
-    image = _open_checked(data, path, max_pixels)
-    if min_size is not None:
-        # Only JPEG implements draft (decoding at 1/2, 1/4 or 1/8 in the DCT); for other formats it is a no-op.
-        image.draft(None, (max(1, int(min_size[1])), max(1, int(min_size[0]))))
-    return _pil_to_rgb(image, path)
+    """PIL's decode, upright."""
+    image, orientation = _open_for_decode(data, path, max_pixels, min_size)
+    return upright(_pil_to_rgb(image, path), orientation)
 
 
 def decoded_size(
@@ -222,16 +247,13 @@ def decoded_size(
     """
     if not data:
         raise BadImageError(path, "empty file")
-    orientation = exif_orientation(data)
-    stored_min = _stored_size(min_size, orientation)
     header = _fast_jpeg_header(data, path, max_pixels)
     if header is not None:
-        scale = jpeg_draft_scale(header[0], header[1], stored_min)
+        orientation = exif_orientation(data)
+        scale = jpeg_draft_scale(header[0], header[1], _stored_size(min_size, orientation))
         width, height = -(-header[0] // scale), -(-header[1] // scale)
     else:
-        image = _open_checked(data, path, max_pixels)
-        if stored_min is not None:
-            image.draft(None, (max(1, int(stored_min[1])), max(1, int(stored_min[0]))))
+        image, orientation = _open_for_decode(data, path, max_pixels, min_size)
         width, height = image.size
     return (height, width) if orientation >= 5 else (width, height)
 
@@ -250,15 +272,15 @@ def decode_rgb(
     """
     if not data:
         raise BadImageError(path, "empty file")
-    orientation = exif_orientation(data)
-    stored_min = _stored_size(min_size, orientation)
     header = _fast_jpeg_header(data, path, max_pixels)
-    if header is not None and jpeg_draft_scale(header[0], header[1], stored_min) == 1:
-        try:
-            return upright(_libjpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8)), orientation)
-        except RuntimeError:
-            pass  # let PIL have the final word (and give the error message) on JPEGs libjpeg-turbo rejects
-    return upright(_decode_pil(data, path, max_pixels, stored_min), orientation)
+    if header is not None:
+        orientation = exif_orientation(data)
+        if jpeg_draft_scale(header[0], header[1], _stored_size(min_size, orientation)) == 1:
+            try:
+                return upright(_libjpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8)), orientation)
+            except RuntimeError:
+                pass  # let PIL have the final word (and give the error message) on JPEGs libjpeg-turbo rejects
+    return _decode_pil(data, path, max_pixels, min_size)
 
 
 def read_bytes(path: str | os.PathLike) -> bytes:
@@ -284,7 +306,7 @@ def read_many_rgb(paths: Sequence[str], max_pixels: int = DEFAULT_MAX_PIXELS) ->
             if _fast_jpeg(data, path, max_pixels):
                 fast.append((i, data))
             else:
-                out[i] = upright(_decode_pil(data, path, max_pixels), exif_orientation(data))
+                out[i] = _decode_pil(data, path, max_pixels)
         except BadImageError as exc:
             out[i] = exc
     if fast:
